@@ -1,0 +1,190 @@
+// Command autonode-agent is the node daemon: it reads the instance identity,
+// connects to the cluster, runs every subsystem under one supervisor, and
+// reports its state to systemd, to its status server and to its Node.
+//
+// This file is the only place where the agent is wired together.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/autonode/autonode/agent/config"
+	"github.com/autonode/autonode/agent/instance"
+	"github.com/autonode/autonode/agent/kubenode"
+	"github.com/autonode/autonode/agent/sdnotify"
+	"github.com/autonode/autonode/agent/statusserver"
+	"github.com/autonode/autonode/agent/subsystem"
+	"github.com/autonode/autonode/health"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	switch {
+	case errors.Is(err, config.ErrHelp):
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "autonode-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cmd, err := config.Parse("autonode-agent", args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	cfg := cmd.Config
+	if cmd.PrintConfig {
+		out, err := cfg.YAML()
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(out)
+		return err
+	}
+	logger := newLogger(cfg.Log, stderr)
+	logger.Info("autonode-agent starting", "version", version)
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	notifier := sdnotify.Notifier{Logger: logger}
+	notifier.Status("reading instance identity")
+
+	imdsClient := imds.New(imds.Options{Endpoint: cfg.IMDS.Endpoint})
+	id, err := instance.Fetch(ctx, imdsClient, instance.Options{Logger: logger, Timeout: cfg.IMDS.Timeout.Duration})
+	if err != nil {
+		if ctx.Err() != nil {
+			logger.Info("stopped before the instance identity was read")
+			notifier.Stopping()
+			return nil
+		}
+		return err
+	}
+	logger = logger.With("instance", id.InstanceID)
+
+	restConfig, err := kubeRESTConfig(cfg.Kubernetes)
+	if err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(restConfig)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewBuildInfoCollector(),
+	)
+	reporter := health.LogReporter{Logger: logger}
+
+	// The subsystems, in start order. Later subsystems append here.
+	var supervisor *subsystem.Supervisor
+	specs := []subsystem.Spec{
+		{Subsystem: kubenode.New(kubenode.Options{
+			Client:     client,
+			ProviderID: id.ProviderID(),
+			InstanceID: id.InstanceID,
+			Version:    version,
+			AllReady:   func() error { return supervisor.Ready() },
+			Logger:     logger,
+		})},
+	}
+	supervisor, err = subsystem.New(subsystem.Options{
+		Logger:          logger,
+		Registerer:      registry,
+		Health:          reporter,
+		ShutdownTimeout: cfg.ShutdownTimeout.Duration,
+	}, specs...)
+	if err != nil {
+		return err
+	}
+	server, err := statusserver.Listen(cfg.HTTP.Address, supervisor, registry, logger)
+	if err != nil {
+		return err
+	}
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	wg.Go(func() { errs <- supervisor.Run(ctx) })
+	wg.Go(func() { errs <- server.Run(ctx) })
+	// Status takes the supervisor's lock: if that wedges, pings stop and
+	// systemd restarts the agent.
+	wg.Go(func() { notifier.RunWatchdog(ctx, func() bool { supervisor.Status(); return true }) })
+	wg.Go(func() {
+		notifier.Status("waiting for subsystems: " + oneLine(supervisor.Ready()))
+		if supervisor.WaitReady(ctx) == nil {
+			logger.Info("agent ready")
+			notifier.Ready()
+			notifier.Status("ready")
+		}
+	})
+
+	<-ctx.Done()
+	logger.Info("shutting down", "timeout", cfg.ShutdownTimeout.Duration)
+	notifier.Stopping()
+	wg.Wait()
+	close(errs)
+	var runErrs []error
+	for err := range errs {
+		runErrs = append(runErrs, err)
+	}
+	if err := errors.Join(runErrs...); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	logger.Info("stopped cleanly")
+	return nil
+}
+
+func newLogger(cfg config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Level)) // validated by config
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func kubeRESTConfig(cfg config.Kubernetes) (*rest.Config, error) {
+	var rc *rest.Config
+	var err error
+	if cfg.Kubeconfig != "" {
+		rc, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	} else {
+		rc, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client configuration: %w", err)
+	}
+	rc.QPS = cfg.QPS
+	rc.Burst = cfg.Burst
+	rc.UserAgent = "autonode-agent/" + version
+	return rc, nil
+}
+
+func oneLine(err error) string {
+	if err == nil {
+		return "none"
+	}
+	return strings.ReplaceAll(err.Error(), "\n", " ")
+}

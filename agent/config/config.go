@@ -1,0 +1,176 @@
+// Package config holds the agent's configuration: its defaults, the YAML
+// file, environment variables and flags, in rising order of precedence, and
+// the validation that runs once at start so that a bad value stops the agent
+// with a message naming the field and what it may be.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// Config is the agent's effective configuration. Its YAML form is the config
+// file's format; docs/configuration.md describes every field.
+type Config struct {
+	Log        Log        `json:"log"`
+	HTTP       HTTP       `json:"http"`
+	IMDS       IMDS       `json:"imds"`
+	Kubernetes Kubernetes `json:"kubernetes"`
+	// ShutdownTimeout bounds a graceful stop: how long subsystems get to
+	// return after SIGTERM. Default is 30s.
+	ShutdownTimeout metav1.Duration `json:"shutdownTimeout"`
+}
+
+// Log configures the agent's structured logs.
+type Log struct {
+	// Format is json (default) or text.
+	Format string `json:"format"`
+	// Level is debug, info (default), warn or error.
+	Level string `json:"level"`
+}
+
+// HTTP configures the status server (/healthz, /readyz, /metrics).
+type HTTP struct {
+	// Address is a loopback host:port. Default is 127.0.0.1:61680.
+	Address string `json:"address"`
+}
+
+// IMDS configures how the agent reads its instance identity.
+type IMDS struct {
+	// Endpoint overrides the instance metadata service URL; empty uses the
+	// SDK's default (http://169.254.169.254). The sandbox points it at its
+	// emulator.
+	Endpoint string `json:"endpoint,omitempty"`
+	// Timeout bounds one metadata request. Default is 5s.
+	Timeout metav1.Duration `json:"timeout"`
+}
+
+// Kubernetes configures the agent's API client.
+type Kubernetes struct {
+	// Kubeconfig is a kubeconfig path; empty means in-cluster config.
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+	// QPS is the sustained request rate to the apiserver. Default is 20.
+	QPS float32 `json:"qps"`
+	// Burst is the short-term request allowance above QPS. Default is 40.
+	Burst int `json:"burst"`
+}
+
+// Allowed values, shared by validation and the flag usage strings.
+var (
+	logFormats = []string{"json", "text"}
+	logLevels  = []string{"debug", "info", "warn", "error"}
+)
+
+// Default returns the configuration used when nothing overrides it.
+func Default() Config {
+	return Config{
+		Log:             Log{Format: "json", Level: "info"},
+		HTTP:            HTTP{Address: "127.0.0.1:61680"},
+		IMDS:            IMDS{Timeout: metav1.Duration{Duration: 5 * time.Second}},
+		Kubernetes:      Kubernetes{QPS: 20, Burst: 40},
+		ShutdownTimeout: metav1.Duration{Duration: 30 * time.Second},
+	}
+}
+
+// LoadFile overlays the YAML file at path onto c. Unknown fields are errors,
+// so that a misspelt key is not silently ignored.
+func (c *Config) LoadFile(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading config file: %w", err)
+	}
+	if err := yaml.UnmarshalStrict(data, c); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	return nil
+}
+
+// YAML returns c in the config file's format.
+func (c Config) YAML() ([]byte, error) {
+	return yaml.Marshal(c)
+}
+
+// FieldError is a configuration value that failed validation.
+type FieldError struct {
+	Field string // the YAML path, e.g. log.format
+	Flag  string // the flag that sets it
+	Value string
+	Want  string // what the field may be
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("%s (--%s): %q: %s", e.Field, e.Flag, e.Value, e.Want)
+}
+
+// Validate checks every field and returns all problems at once, each a
+// *FieldError.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, flag, value, want string) {
+		errs = append(errs, &FieldError{Field: field, Flag: flag, Value: value, Want: want})
+	}
+	oneOf := func(field, flag, value string, allowed []string) {
+		if !slices.Contains(allowed, value) {
+			bad(field, flag, value, "must be one of: "+strings.Join(allowed, ", "))
+		}
+	}
+	positive := func(field, flag string, d metav1.Duration, maximum time.Duration) {
+		if d.Duration <= 0 || d.Duration > maximum {
+			bad(field, flag, d.Duration.String(), fmt.Sprintf("must be a duration above 0s and at most %s", maximum))
+		}
+	}
+
+	oneOf("log.format", "log-format", c.Log.Format, logFormats)
+	oneOf("log.level", "log-level", c.Log.Level, logLevels)
+	if err := checkLoopback(c.HTTP.Address); err != nil {
+		bad("http.address", "http-address", c.HTTP.Address, err.Error())
+	}
+	if c.IMDS.Endpoint != "" {
+		if u, err := url.Parse(c.IMDS.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("imds.endpoint", "imds-endpoint", c.IMDS.Endpoint, "must be an absolute http:// or https:// URL, or empty for the default")
+		}
+	}
+	positive("imds.timeout", "imds-timeout", c.IMDS.Timeout, time.Minute)
+	if c.Kubernetes.Kubeconfig != "" {
+		if _, err := os.Stat(c.Kubernetes.Kubeconfig); err != nil {
+			bad("kubernetes.kubeconfig", "kubeconfig", c.Kubernetes.Kubeconfig, "must be a readable file, or empty for in-cluster config: "+err.Error())
+		}
+	}
+	if c.Kubernetes.QPS <= 0 || c.Kubernetes.QPS > 10000 {
+		bad("kubernetes.qps", "kube-api-qps", strconv.FormatFloat(float64(c.Kubernetes.QPS), 'g', -1, 32), "must be above 0 and at most 10000")
+	}
+	if c.Kubernetes.Burst < 1 || float32(c.Kubernetes.Burst) < c.Kubernetes.QPS {
+		bad("kubernetes.burst", "kube-api-burst", strconv.Itoa(c.Kubernetes.Burst), "must be at least 1 and at least kubernetes.qps")
+	}
+	positive("shutdownTimeout", "shutdown-timeout", c.ShutdownTimeout, 10*time.Minute)
+	return errors.Join(errs...)
+}
+
+// checkLoopback accepts host:port where host is a loopback IP or localhost:
+// the status server exposes internals and must not listen off the node.
+func checkLoopback(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("must be host:port")
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return errors.New("port must be a number from 0 to 65535")
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return errors.New("host must be a loopback address (127.0.0.0/8, ::1 or localhost)")
+	}
+	return nil
+}

@@ -1,0 +1,172 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// EnvPrefix starts the environment variable that mirrors each flag:
+// --log-format is also AUTONODE_LOG_FORMAT.
+const EnvPrefix = "AUTONODE_"
+
+// option binds one flag, and its environment variable, to a Config field.
+type option struct {
+	flag  string
+	usage string
+	bind  func(c *Config) flag.Value
+}
+
+func options() []option {
+	return []option{
+		{"log-format", "Log format: " + strings.Join(logFormats, " or ") + ".",
+			func(c *Config) flag.Value { return (*stringValue)(&c.Log.Format) }},
+		{"log-level", "Lowest level logged: " + strings.Join(logLevels, ", ") + ".",
+			func(c *Config) flag.Value { return (*stringValue)(&c.Log.Level) }},
+		{"http-address", "Loopback host:port of the status server (/healthz, /readyz, /metrics).",
+			func(c *Config) flag.Value { return (*stringValue)(&c.HTTP.Address) }},
+		{"imds-endpoint", "Instance metadata service URL; empty uses the AWS SDK default.",
+			func(c *Config) flag.Value { return (*stringValue)(&c.IMDS.Endpoint) }},
+		{"imds-timeout", "Timeout of one instance metadata request; failures are retried with backoff.",
+			func(c *Config) flag.Value { return (*durationValue)(&c.IMDS.Timeout) }},
+		{"kubeconfig", "Path of a kubeconfig; empty uses the in-cluster configuration.",
+			func(c *Config) flag.Value { return (*stringValue)(&c.Kubernetes.Kubeconfig) }},
+		{"kube-api-qps", "Sustained requests per second to the kube-apiserver.",
+			func(c *Config) flag.Value { return (*float32Value)(&c.Kubernetes.QPS) }},
+		{"kube-api-burst", "Requests allowed in a burst above kube-api-qps.",
+			func(c *Config) flag.Value { return (*intValue)(&c.Kubernetes.Burst) }},
+		{"shutdown-timeout", "How long subsystems get to stop after SIGTERM before the agent exits anyway.",
+			func(c *Config) flag.Value { return (*durationValue)(&c.ShutdownTimeout) }},
+	}
+}
+
+// envName returns the environment variable that mirrors a flag.
+func envName(flagName string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// Command is the result of parsing the agent's command line.
+type Command struct {
+	Config      Config
+	PrintConfig bool
+}
+
+// ErrHelp is returned by Parse when --help was asked for; usage was printed.
+var ErrHelp = flag.ErrHelp
+
+// Parse builds the effective configuration from defaults, the config file
+// (--config or AUTONODE_CONFIG), environment variables and flags, in rising
+// precedence, and validates it. Usage goes to out on --help or a bad flag.
+func Parse(name string, args []string, getenv func(string) string, out io.Writer) (Command, error) {
+	opts := options()
+	defaults := Default()
+
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	raw := make(map[string]*rawValue, len(opts))
+	for _, o := range opts {
+		rv := &rawValue{}
+		raw[o.flag] = rv
+		def := o.bind(&defaults).String()
+		fs.Var(rv, o.flag, fmt.Sprintf("%s [env %s]", o.usage, envName(o.flag)))
+		fs.Lookup(o.flag).DefValue = def
+	}
+	configPath := fs.String("config", "", "Path of a YAML config file (see docs/configuration.md). [env "+EnvPrefix+"CONFIG]")
+	printConfig := fs.Bool("print-config", false, "Print the effective configuration as YAML and exit.")
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: %s [flags]\n\n", name)
+		fmt.Fprintf(out, "%s runs on every node and gives it pod networking, network policy, storage,\n", name)
+		fmt.Fprintf(out, "Pod Identity, device plugins and health monitoring. Precedence, highest first:\n")
+		fmt.Fprintf(out, "flags, environment variables, the config file, defaults.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return Command{}, err
+	}
+	if fs.NArg() > 0 {
+		return Command{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+
+	cfg := Default()
+	if *configPath == "" {
+		*configPath = getenv(EnvPrefix + "CONFIG")
+	}
+	if *configPath != "" {
+		if err := cfg.LoadFile(*configPath); err != nil {
+			return Command{}, err
+		}
+	}
+	for _, o := range opts {
+		if v := getenv(envName(o.flag)); v != "" {
+			if err := o.bind(&cfg).Set(v); err != nil {
+				return Command{}, fmt.Errorf("environment variable %s: %q: %w", envName(o.flag), v, err)
+			}
+		}
+		if rv := raw[o.flag]; rv.set {
+			if err := o.bind(&cfg).Set(rv.value); err != nil {
+				return Command{}, fmt.Errorf("flag --%s: %q: %w", o.flag, rv.value, err)
+			}
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return Command{}, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	return Command{Config: cfg, PrintConfig: *printConfig}, nil
+}
+
+// rawValue records a flag's text so that it can be applied after the config
+// file and environment, whatever order they arrive in.
+type rawValue struct {
+	value string
+	set   bool
+}
+
+func (r *rawValue) String() string     { return r.value }
+func (r *rawValue) Set(s string) error { r.value, r.set = s, true; return nil }
+
+type stringValue string
+
+func (v *stringValue) String() string     { return string(*v) }
+func (v *stringValue) Set(s string) error { *v = stringValue(s); return nil }
+
+type intValue int
+
+func (v *intValue) String() string { return strconv.Itoa(int(*v)) }
+func (v *intValue) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return errors.New("not a whole number")
+	}
+	*v = intValue(n)
+	return nil
+}
+
+type float32Value float32
+
+func (v *float32Value) String() string { return strconv.FormatFloat(float64(*v), 'g', -1, 32) }
+func (v *float32Value) Set(s string) error {
+	f, err := strconv.ParseFloat(s, 32)
+	if err != nil {
+		return errors.New("not a number")
+	}
+	*v = float32Value(f)
+	return nil
+}
+
+type durationValue metav1.Duration
+
+func (v *durationValue) String() string { return v.Duration.String() }
+func (v *durationValue) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return errors.New("not a duration such as 30s or 2m")
+	}
+	v.Duration = d
+	return nil
+}

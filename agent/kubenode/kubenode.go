@@ -1,0 +1,261 @@
+// Package kubenode ties the agent to its own Node object. It finds the Node
+// by spec.providerID (aws:///<zone>/<instance-id>), keeps the
+// autonode.dev/agent-version annotation on it, and removes the startup taint
+// autonode.dev/agent-not-ready once every enabled subsystem is ready. It is
+// level-based: whatever happens to the Node, each reconcile converges it
+// again, and an apiserver that is away is waited for, never fatal.
+package kubenode
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/autonode/autonode/agent/subsystem"
+)
+
+// The names this package maintains on the Node.
+const (
+	StartupTaintKey   = "autonode.dev/agent-not-ready"
+	VersionAnnotation = "autonode.dev/agent-version"
+)
+
+// Options configures a Node subsystem.
+type Options struct {
+	Client kubernetes.Interface
+	// ProviderID identifies the Node; InstanceID is tried first as its name,
+	// since Auto Mode names nodes after the instance.
+	ProviderID string
+	InstanceID string
+	// Version is written to the agent-version annotation.
+	Version string
+	// AllReady is the aggregate readiness of the agent's subsystems, this one
+	// included; it gates removal of the startup taint.
+	AllReady func() error
+	Logger    *slog.Logger
+	// PollInterval is how often readiness is checked for a change. Default 1s.
+	PollInterval time.Duration
+	// Resync re-runs the reconcile even without events. Default 5m.
+	Resync time.Duration
+	// InitialBackoff and MaxBackoff shape retries after API errors.
+	// Defaults 500ms and 30s.
+	InitialBackoff, MaxBackoff time.Duration
+}
+
+// Node is the subsystem that maintains the agent's Node object.
+type Node struct {
+	opts      Options
+	readiness *subsystem.Readiness
+}
+
+// New returns the subsystem; nothing is contacted until Run.
+func New(opts Options) *Node {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = time.Second
+	}
+	if opts.Resync <= 0 {
+		opts.Resync = 5 * time.Minute
+	}
+	if opts.InitialBackoff <= 0 {
+		opts.InitialBackoff = 500 * time.Millisecond
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 30 * time.Second
+	}
+	opts.Logger = opts.Logger.With("providerID", opts.ProviderID)
+	return &Node{opts: opts, readiness: subsystem.NewReadiness("looking for the Node with providerID " + opts.ProviderID)}
+}
+
+// Name implements subsystem.Subsystem.
+func (n *Node) Name() string { return "node" }
+
+// Ready is nil once the Node is found and annotated.
+func (n *Node) Ready() error { return n.readiness.Ready() }
+
+// Run finds the Node, then watches it and reconciles until ctx ends.
+func (n *Node) Run(ctx context.Context) error {
+	name, err := n.find(ctx)
+	if err != nil {
+		return err
+	}
+	log := n.opts.Logger.With("node", name)
+	log.Info("found own Node")
+
+	factory := informers.NewSharedInformerFactoryWithOptions(n.opts.Client, n.opts.Resync,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
+		}))
+	nodes := factory.Core().V1().Nodes()
+	trigger := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case trigger <- struct{}{}:
+		default:
+		}
+	}
+	if _, err := nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { poke() },
+		UpdateFunc: func(any, any) { poke() },
+		DeleteFunc: func(any) { poke() },
+	}); err != nil {
+		return fmt.Errorf("watching node %s: %w", name, err)
+	}
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), nodes.Informer().HasSynced) {
+		return ctx.Err()
+	}
+
+	ticker := time.NewTicker(n.opts.PollInterval)
+	defer ticker.Stop()
+	backoff := n.backoff()
+	var retry <-chan time.Time
+	wasReady := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-trigger:
+		case <-retry:
+		case <-ticker.C:
+			// Readiness has no events of its own; act when it flips.
+			if ready := n.opts.AllReady() == nil; ready == wasReady {
+				continue
+			}
+		}
+		retry = nil
+		wasReady = n.opts.AllReady() == nil
+		node, err := nodes.Lister().Get(name)
+		if err == nil {
+			err = n.reconcile(ctx, node)
+		} else if apierrors.IsNotFound(err) {
+			err = fmt.Errorf("node %s was deleted; waiting for it to register again", name)
+			n.readiness.SetNotReady(err)
+		}
+		if err != nil {
+			delay := backoff.Step()
+			log.Warn("reconciling node failed; retrying", "err", err, "backoff", delay)
+			retry = time.After(delay)
+			continue
+		}
+		backoff = n.backoff()
+	}
+}
+
+// reconcile converges node towards the desired state.
+func (n *Node) reconcile(ctx context.Context, node *corev1.Node) error {
+	log := n.opts.Logger.With("node", node.Name)
+	if node.Spec.ProviderID != n.opts.ProviderID {
+		err := fmt.Errorf("node %s now has providerID %q, want %q", node.Name, node.Spec.ProviderID, n.opts.ProviderID)
+		n.readiness.SetNotReady(err)
+		return err
+	}
+	if node.Annotations[VersionAnnotation] != n.opts.Version {
+		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{VersionAnnotation: n.opts.Version}}})
+		if _, err := n.opts.Client.CoreV1().Nodes().Patch(ctx, node.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+			return fmt.Errorf("annotating node %s: %w", node.Name, err)
+		}
+		log.Info("annotated node", "annotation", VersionAnnotation, "version", n.opts.Version)
+	}
+	n.readiness.SetReady()
+
+	if err := n.opts.AllReady(); err != nil {
+		return nil // the taint stays until every subsystem is ready
+	}
+	kept := make([]corev1.Taint, 0, len(node.Spec.Taints))
+	for _, t := range node.Spec.Taints {
+		if t.Key != StartupTaintKey {
+			kept = append(kept, t)
+		}
+	}
+	if len(kept) == len(node.Spec.Taints) {
+		return nil
+	}
+	// The test op makes the patch fail, rather than drop a taint that
+	// someone else added meanwhile; the informer then brings the new list.
+	patch, err := json.Marshal([]map[string]any{
+		{"op": "test", "path": "/spec/taints", "value": node.Spec.Taints},
+		{"op": "replace", "path": "/spec/taints", "value": kept},
+	})
+	if err != nil {
+		return fmt.Errorf("building taint patch for node %s: %w", node.Name, err)
+	}
+	if _, err := n.opts.Client.CoreV1().Nodes().Patch(ctx, node.Name, types.JSONPatchType, patch, metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("removing startup taint %s from node %s: %w", StartupTaintKey, node.Name, err)
+	}
+	log.Info("every subsystem ready; removed startup taint", "taint", StartupTaintKey)
+	return nil
+}
+
+// find returns the name of the Node whose providerID is ours, waiting for
+// it to register and for the apiserver to answer.
+func (n *Node) find(ctx context.Context) (string, error) {
+	backoff := n.backoff()
+	for attempt := 1; ; attempt++ {
+		name, err := n.findOnce(ctx)
+		if err == nil {
+			return name, nil
+		}
+		n.readiness.SetNotReady(err)
+		delay := backoff.Step()
+		n.opts.Logger.Warn("own Node not found yet; retrying", "attempt", attempt, "backoff", delay, "err", err)
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+var errNotRegistered = errors.New("no Node has our providerID yet")
+
+func (n *Node) findOnce(ctx context.Context) (string, error) {
+	nodes := n.opts.Client.CoreV1().Nodes()
+	if n.opts.InstanceID != "" {
+		node, err := nodes.Get(ctx, n.opts.InstanceID, metav1.GetOptions{})
+		switch {
+		case err == nil && node.Spec.ProviderID == n.opts.ProviderID:
+			return node.Name, nil
+		case err != nil && !apierrors.IsNotFound(err):
+			return "", fmt.Errorf("getting node %s: %w", n.opts.InstanceID, err)
+		}
+	}
+	// Named otherwise (e.g. after the private DNS name): page through.
+	opts := metav1.ListOptions{Limit: 500}
+	for {
+		list, err := nodes.List(ctx, opts)
+		if err != nil {
+			return "", fmt.Errorf("listing nodes: %w", err)
+		}
+		for _, node := range list.Items {
+			if node.Spec.ProviderID == n.opts.ProviderID {
+				return node.Name, nil
+			}
+		}
+		if list.Continue == "" {
+			return "", errNotRegistered
+		}
+		opts.Continue = list.Continue
+	}
+}
+
+func (n *Node) backoff() wait.Backoff {
+	return wait.Backoff{Duration: n.opts.InitialBackoff, Factor: 2, Jitter: 0.1, Steps: math.MaxInt32, Cap: n.opts.MaxBackoff}
+}
