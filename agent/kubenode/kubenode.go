@@ -46,7 +46,7 @@ type Options struct {
 	// AllReady is the aggregate readiness of the agent's subsystems, this one
 	// included; it gates removal of the startup taint.
 	AllReady func() error
-	Logger    *slog.Logger
+	Logger   *slog.Logger
 	// PollInterval is how often readiness is checked for a change. Default 1s.
 	PollInterval time.Duration
 	// Resync re-runs the reconcile even without events. Default 5m.

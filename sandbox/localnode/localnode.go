@@ -1,0 +1,492 @@
+// Package localnode stands up a sandbox node on this machine: an emulated
+// VPC with one instance in it, the IMDS and EC2 emulators, a real
+// kube-apiserver and etcd, the instance's Node object, and a network
+// namespace (with its own mount namespace) where the agent runs, so that
+// link-local addresses, routes, BPF programs and mounts never touch the
+// host. Close removes all of it.
+//
+// Inside the node's namespace the agent sees what it would on EC2: IMDS on
+// 169.254.169.254:80, and the apiserver and EC2 on loopback ports that this
+// process forwards to the host's.
+package localnode
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netns"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/autonode/autonode/deploy"
+	"github.com/autonode/autonode/sandbox/catalog"
+	"github.com/autonode/autonode/sandbox/ec2"
+	"github.com/autonode/autonode/sandbox/imds"
+	"github.com/autonode/autonode/sandbox/vpc"
+)
+
+// The agent's identity in the cluster, bound by deploy/rbac/agent.yaml.
+const (
+	AgentUser  = "autonode-agent"
+	AgentGroup = "autonode:agents"
+	// StartupTaint is the taint NodePools put on new nodes.
+	StartupTaint = "autonode.dev/agent-not-ready"
+	// imdsAddr is where the agent finds IMDS, as on EC2.
+	imdsAddr = "169.254.169.254"
+	// AgentStatusAddr is the agent's status server inside the node netns.
+	AgentStatusAddr = "127.0.0.1:61680"
+)
+
+// Options configures Up.
+type Options struct {
+	// AgentBinary is the autonode-agent to run.
+	AgentBinary string
+	// AssetsDir holds kube-apiserver and etcd (hack/testenv.sh builds them).
+	AssetsDir string
+	// StateDir receives the kubeconfigs, the agent config and agent.log.
+	StateDir string
+	// InstanceType of the emulated instance. Default m5.large.
+	InstanceType string
+	// Progress receives one line per step.
+	Progress func(string)
+	// Logger receives the emulators' errors.
+	Logger *slog.Logger
+}
+
+// Node is a running sandbox node.
+type Node struct {
+	opts       Options
+	InstanceID string
+	ProviderID string
+	NetnsName  string
+	// AdminKubeconfig is a kubeconfig path with cluster-admin rights.
+	AdminKubeconfig string
+	// EC2Endpoint is the EC2 emulator's URL on the host.
+	EC2Endpoint string
+
+	Model  *vpc.Model
+	EC2    *ec2.Server
+	Client kubernetes.Interface
+
+	ns        netns.NsHandle
+	env       *envtest.Environment
+	listeners []net.Listener
+	servers   []*http.Server
+	agent     *exec.Cmd
+	agentDone chan struct{}
+	agentErr  error
+	agentLog  *os.File
+	wg        sync.WaitGroup
+}
+
+// Up builds the sandbox node step by step, reporting each step. On error it
+// removes what it had built.
+func Up(ctx context.Context, opts Options) (_ *Node, err error) {
+	if opts.InstanceType == "" {
+		opts.InstanceType = "m5.large"
+	}
+	if opts.Progress == nil {
+		opts.Progress = func(string) {}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("the sandbox node needs root: it creates a network namespace")
+	}
+	if _, ok := catalog.Lookup(opts.InstanceType); !ok {
+		return nil, fmt.Errorf("instance type %q is not in the sandbox catalog", opts.InstanceType)
+	}
+	for _, bin := range []string{opts.AgentBinary, filepath.Join(opts.AssetsDir, "kube-apiserver"), filepath.Join(opts.AssetsDir, "etcd")} {
+		if _, err := os.Stat(bin); err != nil {
+			return nil, fmt.Errorf("%w (run make build testenv)", err)
+		}
+	}
+	if err := os.MkdirAll(opts.StateDir, 0o755); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	if err := removeStale(opts.StateDir, opts.Progress); err != nil {
+		return nil, err
+	}
+	n := &Node{opts: opts}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, n.Close())
+		}
+	}()
+	step := opts.Progress
+
+	// The VPC and the instance.
+	n.Model, err = vpc.New(vpc.Config{})
+	if err != nil {
+		return n, fmt.Errorf("vpc model: %w", err)
+	}
+	subnet := n.Model.Subnets()[0]
+	inst, err := n.Model.LaunchInstance(opts.InstanceType, subnet.ID, map[string]string{"Name": "autonode-sandbox"})
+	if err != nil {
+		return n, fmt.Errorf("launching instance: %w", err)
+	}
+	n.InstanceID = inst.ID
+	n.ProviderID = "aws:///" + inst.Zone.Name + "/" + inst.ID
+	step(fmt.Sprintf("launched %s %s in %s (%s), private IP %s", opts.InstanceType, inst.ID, subnet.ID, inst.Zone.Name, inst.PrivateIP))
+
+	// The node's network namespace.
+	n.NetnsName = "autonode-" + inst.ID
+	// Recorded first, so that a sandbox killed outright is cleaned up by the
+	// next one.
+	if err := os.WriteFile(filepath.Join(opts.StateDir, staleNetnsFile), []byte(n.NetnsName), 0o644); err != nil {
+		return n, fmt.Errorf("recording netns: %w", err)
+	}
+	n.ns, err = createNetns(n.NetnsName)
+	if err != nil {
+		return n, err
+	}
+	if err := setUpLoopback(n.ns, imdsAddr+"/32"); err != nil {
+		return n, err
+	}
+	step("created network namespace " + n.NetnsName)
+
+	// IMDS inside the namespace, where the agent's SDK looks by default.
+	imdsLn, err := listenIn(n.ns, net.JoinHostPort(imdsAddr, "80"))
+	if err != nil {
+		return n, err
+	}
+	n.serve(imdsLn, imds.New(n.Model, inst.ID, imds.Options{Logger: opts.Logger}))
+	step("IMDSv2 emulator on " + imdsAddr + ":80 in the node namespace")
+
+	// EC2 on the host, forwarded into the namespace on the same port.
+	n.EC2, err = ec2.New(ec2.Options{Model: n.Model, Logger: opts.Logger})
+	if err != nil {
+		return n, err
+	}
+	ec2Ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return n, fmt.Errorf("ec2 emulator: %w", err)
+	}
+	n.serve(ec2Ln, n.EC2)
+	n.EC2Endpoint = "http://" + ec2Ln.Addr().String()
+	if err := n.forward(ec2Ln.Addr().String()); err != nil {
+		return n, err
+	}
+	step("EC2 emulator on " + n.EC2Endpoint + " (host and node namespace)")
+
+	// The control plane.
+	step("starting etcd and kube-apiserver v1.37.2")
+	n.env = &envtest.Environment{BinaryAssetsDirectory: opts.AssetsDir}
+	n.env.ControlPlane.GetAPIServer().Configure().Set("endpoint-reconciler-type", "none")
+	n.env.ControlPlane.Etcd = &envtest.Etcd{}
+	n.env.ControlPlane.Etcd.Configure().Append("unsafe-no-fsync", "true")
+	admin, err := n.env.Start()
+	if err != nil {
+		return n, fmt.Errorf("starting the control plane: %w", err)
+	}
+	apiHost := n.env.ControlPlane.APIServer.SecureServing.ListenAddr.HostPort()
+	if err := n.forward(apiHost); err != nil {
+		return n, err
+	}
+	step("kube-apiserver on https://" + apiHost + " (host and node namespace)")
+
+	if err := applyRBAC(ctx, admin); err != nil {
+		return n, err
+	}
+	n.Client, err = kubernetes.NewForConfig(admin)
+	if err != nil {
+		return n, err
+	}
+	adminUser, err := n.env.AddUser(envtest.User{Name: "sandbox-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return n, fmt.Errorf("admin user: %w", err)
+	}
+	n.AdminKubeconfig = filepath.Join(opts.StateDir, "admin.kubeconfig")
+	if err := writeKubeconfig(adminUser, n.AdminKubeconfig); err != nil {
+		return n, err
+	}
+	agentUser, err := n.env.AddUser(envtest.User{Name: AgentUser, Groups: []string{AgentGroup}}, nil)
+	if err != nil {
+		return n, fmt.Errorf("agent user: %w", err)
+	}
+	agentKubeconfig := filepath.Join(opts.StateDir, "agent.kubeconfig")
+	if err := writeKubeconfig(agentUser, agentKubeconfig); err != nil {
+		return n, err
+	}
+	step("applied deploy/rbac; agent user " + AgentUser + " (group " + AgentGroup + "); kubectl: KUBECONFIG=" + n.AdminKubeconfig)
+
+	if err := n.createNode(ctx, inst); err != nil {
+		return n, err
+	}
+	step("created Node " + inst.ID + " with providerID " + n.ProviderID + " and taint " + StartupTaint)
+
+	agentConfig := filepath.Join(opts.StateDir, "agent.yaml")
+	cfg := fmt.Sprintf("# Written by autonode-sandbox.\nlog:\n  format: text\nhttp:\n  address: %s\nkubernetes:\n  kubeconfig: %s\nshutdownTimeout: 20s\n",
+		AgentStatusAddr, agentKubeconfig)
+	if err := os.WriteFile(agentConfig, []byte(cfg), 0o644); err != nil {
+		return n, fmt.Errorf("agent config: %w", err)
+	}
+	if err := n.startAgent(agentConfig); err != nil {
+		return n, err
+	}
+	step(fmt.Sprintf("started autonode-agent (pid %d) in %s; logs: %s", n.agent.Process.Pid, n.NetnsName, n.agentLog.Name()))
+	return n, nil
+}
+
+func (n *Node) serve(ln net.Listener, h http.Handler) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	n.listeners = append(n.listeners, ln)
+	n.servers = append(n.servers, srv)
+	n.wg.Go(func() { _ = srv.Serve(ln) })
+}
+
+// forward listens on hostPort inside the node namespace and relays each
+// connection to the same address on the host.
+func (n *Node) forward(hostPort string) error {
+	ln, err := listenIn(n.ns, hostPort)
+	if err != nil {
+		return err
+	}
+	n.listeners = append(n.listeners, ln)
+	n.wg.Go(func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go relay(in, hostPort)
+		}
+	})
+	return nil
+}
+
+func relay(in net.Conn, target string) {
+	defer in.Close()
+	out, err := net.DialTimeout("tcp", target, 5*time.Second)
+	if err != nil {
+		return
+	}
+	defer out.Close()
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(out, in); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(in, out); done <- struct{}{} }()
+	<-done
+}
+
+// applyRBAC creates every object in deploy/rbac as the admin.
+func applyRBAC(ctx context.Context, cfg *rest.Config) error {
+	c, err := client.New(cfg, client.Options{})
+	if err != nil {
+		return err
+	}
+	files, err := fs.Glob(deploy.RBAC(), "*.yaml")
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		data, err := fs.ReadFile(deploy.RBAC(), f)
+		if err != nil {
+			return err
+		}
+		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+		for {
+			var raw runtime.RawExtension
+			if err := dec.Decode(&raw); err != nil {
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				return fmt.Errorf("deploy/rbac/%s: %w", f, err)
+			}
+			if len(raw.Raw) == 0 {
+				continue
+			}
+			obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(raw.Raw, nil, nil)
+			if err != nil {
+				return fmt.Errorf("deploy/rbac/%s: %w", f, err)
+			}
+			if err := c.Create(ctx, obj.(client.Object)); err != nil {
+				return fmt.Errorf("deploy/rbac/%s: creating %T: %w", f, obj, err)
+			}
+		}
+	}
+	return nil
+}
+
+func writeKubeconfig(u *envtest.AuthenticatedUser, path string) error {
+	data, err := u.KubeConfig()
+	if err != nil {
+		return fmt.Errorf("kubeconfig %s: %w", path, err)
+	}
+	return os.WriteFile(path, data, 0o600)
+}
+
+// createNode registers the Node as the kubelet would, with the labels and
+// startup taint a NodePool gives it.
+func (n *Node) createNode(ctx context.Context, inst vpc.Instance) error {
+	it, _ := catalog.Lookup(inst.Type)
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: inst.ID,
+			Labels: map[string]string{
+				"kubernetes.io/hostname":           inst.ID,
+				"kubernetes.io/os":                 "linux",
+				"kubernetes.io/arch":               it.Arch,
+				"node.kubernetes.io/instance-type": inst.Type,
+				"topology.kubernetes.io/zone":      inst.Zone.Name,
+				"topology.kubernetes.io/region":    n.Model.Region(),
+				"autonode.dev/capacity-type":       "on-demand",
+				"autonode.dev/nodepool":            "sandbox",
+			},
+		},
+		Spec: corev1.NodeSpec{
+			ProviderID: n.ProviderID,
+			Taints:     []corev1.Taint{{Key: StartupTaint, Effect: corev1.TaintEffectNoSchedule}},
+		},
+	}
+	if _, err := n.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("creating node %s: %w", inst.ID, err)
+	}
+	return nil
+}
+
+// startAgent runs the agent in the node's network namespace. `ip netns exec`
+// also gives it a private mount namespace, so its mounts stay there.
+func (n *Node) startAgent(configPath string) error {
+	logPath := filepath.Join(n.opts.StateDir, "agent.log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		return fmt.Errorf("agent log: %w", err)
+	}
+	n.agentLog = f
+	cmd := exec.Command("ip", "netns", "exec", n.NetnsName, n.opts.AgentBinary, "--config", configPath)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET=", "WATCHDOG_USEC=")
+	// Its own process group, so that a Ctrl-C reaches the sandbox, which
+	// then stops the agent in order.
+	// Pdeathsig stops it should the sandbox itself be killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting agent %s: %w", n.opts.AgentBinary, err)
+	}
+	n.agent = cmd
+	n.agentDone = make(chan struct{})
+	go func() {
+		n.agentErr = cmd.Wait()
+		close(n.agentDone)
+	}()
+	return nil
+}
+
+// staleNetnsFile in the state dir names the namespace of a running sandbox.
+const staleNetnsFile = "netns"
+
+// removeStale deletes the namespace that a sandbox killed before its Close
+// left behind.
+func removeStale(stateDir string, step func(string)) error {
+	data, err := os.ReadFile(filepath.Join(stateDir, staleNetnsFile))
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	name := strings.TrimSpace(string(data))
+	if !strings.HasPrefix(name, "autonode-i-") || strings.ContainsAny(name, "/.") {
+		return fmt.Errorf("%s/%s names %q, which is not a sandbox namespace; remove the file", stateDir, staleNetnsFile, name)
+	}
+	if err := deleteNetns(netns.None(), name); err != nil {
+		return err
+	}
+	step("removed network namespace " + name + " left by an earlier sandbox")
+	return os.Remove(filepath.Join(stateDir, staleNetnsFile))
+}
+
+// AgentExited is closed when the agent process ends.
+func (n *Node) AgentExited() <-chan struct{} { return n.agentDone }
+
+// AgentErr is the agent's exit status once AgentExited is closed.
+func (n *Node) AgentErr() error { return n.agentErr }
+
+// AgentHTTPClient talks to the agent's status server inside the namespace.
+func (n *Node) AgentHTTPClient() *http.Client {
+	return &http.Client{
+		Timeout: 2 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var conn net.Conn
+			err := inNetns(n.ns, func() error {
+				var err error
+				conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return err
+			})
+			return conn, err
+		}},
+	}
+}
+
+// AgentStatusURL is the agent's status server as AgentHTTPClient reaches it.
+func AgentStatusURL(path string) string {
+	return (&url.URL{Scheme: "http", Host: AgentStatusAddr, Path: path}).String()
+}
+
+// Close stops the agent (SIGTERM, then SIGKILL after 30s), the control plane
+// and the emulators, and removes the namespace and the state files other
+// than agent.log.
+func (n *Node) Close() error {
+	var errs []error
+	if n.agent != nil && n.agent.Process != nil {
+		_ = n.agent.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-n.agentDone:
+		case <-time.After(30 * time.Second):
+			_ = n.agent.Process.Kill()
+			<-n.agentDone
+			errs = append(errs, fmt.Errorf("agent pid %d ignored SIGTERM for 30s; killed", n.agent.Process.Pid))
+		}
+		n.agent = nil
+	}
+	if n.agentLog != nil {
+		n.agentLog.Close()
+	}
+	for _, srv := range n.servers {
+		_ = srv.Close()
+	}
+	for _, ln := range n.listeners {
+		_ = ln.Close()
+	}
+	n.wg.Wait()
+	if n.env != nil {
+		if err := n.env.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("stopping the control plane: %w", err))
+		}
+		n.env = nil
+	}
+	if n.NetnsName != "" {
+		if err := deleteNetns(n.ns, n.NetnsName); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, f := range []string{"admin.kubeconfig", "agent.kubeconfig", "agent.yaml", staleNetnsFile} {
+		if err := os.Remove(filepath.Join(n.opts.StateDir, f)); err != nil && !os.IsNotExist(err) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,123 @@
+package localnode
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/autonode/autonode/sandbox/privileged"
+	"github.com/autonode/autonode/sandbox/testenv"
+)
+
+// TestSandboxNodeReachesReady is `make run` without the terminal: it brings
+// the sandbox node up with a freshly built agent, waits for the agent to be
+// ready, and checks that Close leaves nothing behind.
+func TestSandboxNodeReachesReady(t *testing.T) {
+	privileged.Require(t, privileged.Root, privileged.NetAdmin, privileged.APIServer)
+	assets, err := testenv.AssetsDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := filepath.Join(t.TempDir(), "autonode-agent")
+	if out, err := exec.Command("go", "build", "-o", agent, "../../agent/cmd/autonode-agent").CombinedOutput(); err != nil {
+		t.Fatalf("building the agent: %v\n%s", err, out)
+	}
+	stateDir := t.TempDir()
+	var steps []string
+	ctx := context.Background()
+	node, err := Up(ctx, Options{
+		AgentBinary: agent,
+		AssetsDir:   assets,
+		StateDir:    stateDir,
+		Progress:    func(s string) { steps = append(steps, s) },
+	})
+	if err != nil {
+		t.Fatalf("Up: %v", err)
+	}
+	closed := false
+	t.Cleanup(func() {
+		if !closed {
+			node.Close()
+		}
+		if t.Failed() {
+			log, _ := os.ReadFile(filepath.Join(stateDir, "agent.log"))
+			t.Logf("steps:\n%s\nagent log:\n%s", strings.Join(steps, "\n"), log)
+		}
+	})
+	if len(steps) < 8 {
+		t.Errorf("%d progress lines, want one per step:\n%s", len(steps), strings.Join(steps, "\n"))
+	}
+
+	httpc := node.AgentHTTPClient()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		code, body, err := get(httpc, AgentStatusURL("/readyz")+"?verbose")
+		if err == nil && code == http.StatusOK && strings.Contains(body, "[+]node ok") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent not ready: %d %q %v", code, body, err)
+		}
+		select {
+		case <-node.AgentExited():
+			t.Fatalf("agent exited: %v", node.AgentErr())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	n, err := node.Client.CoreV1().Nodes().Get(ctx, node.InstanceID, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, taint := range n.Spec.Taints {
+		if taint.Key == StartupTaint {
+			t.Errorf("startup taint still on the node once the agent is ready")
+		}
+	}
+	if n.Annotations["autonode.dev/agent-version"] == "" {
+		t.Errorf("node not annotated: %v", n.Annotations)
+	}
+	// The host must not see the node's IMDS address: it lives in the netns.
+	if out, _ := exec.Command("ip", "-o", "addr", "show", "to", imdsAddr).Output(); len(out) > 0 {
+		t.Errorf("the IMDS address leaked into the host namespace: %s", out)
+	}
+
+	pid := node.agent.Process.Pid
+	netnsPath := filepath.Join(netnsDir, node.NetnsName)
+	closed = true
+	if err := node.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := node.AgentErr(); err != nil {
+		t.Errorf("agent exit after SIGTERM: %v", err)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+		t.Errorf("agent pid %d still alive after Close", pid)
+	}
+	if _, err := os.Stat(netnsPath); !os.IsNotExist(err) {
+		t.Errorf("netns %s still present after Close (%v)", netnsPath, err)
+	}
+	for _, f := range []string{"admin.kubeconfig", "agent.kubeconfig", "agent.yaml"} {
+		if _, err := os.Stat(filepath.Join(stateDir, f)); !os.IsNotExist(err) {
+			t.Errorf("%s left behind", f)
+		}
+	}
+}
+
+func get(c *http.Client, url string) (int, string, error) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
