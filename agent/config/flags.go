@@ -25,23 +25,23 @@ type option struct {
 
 func options() []option {
 	return []option{
-		{"log-format", "Log format: " + strings.Join(logFormats, " or ") + ".",
+		{"log-format", "Log `format`: " + strings.Join(logFormats, " or ") + ".",
 			func(c *Config) flag.Value { return (*stringValue)(&c.Log.Format) }},
-		{"log-level", "Lowest level logged: " + strings.Join(logLevels, ", ") + ".",
+		{"log-level", "Lowest `level` logged: " + strings.Join(logLevels, ", ") + ".",
 			func(c *Config) flag.Value { return (*stringValue)(&c.Log.Level) }},
-		{"http-address", "Loopback host:port of the status server (/healthz, /readyz, /metrics).",
+		{"http-address", "Loopback `host:port` of the status server (/healthz, /readyz, /metrics).",
 			func(c *Config) flag.Value { return (*stringValue)(&c.HTTP.Address) }},
-		{"imds-endpoint", "Instance metadata service URL; empty uses the AWS SDK default.",
+		{"imds-endpoint", "Instance metadata service `URL`; empty uses the AWS SDK default.",
 			func(c *Config) flag.Value { return (*stringValue)(&c.IMDS.Endpoint) }},
-		{"imds-timeout", "Timeout of one instance metadata request; failures are retried with backoff.",
+		{"imds-timeout", "Per-request `timeout` of the instance metadata service; failures are retried with backoff.",
 			func(c *Config) flag.Value { return (*durationValue)(&c.IMDS.Timeout) }},
-		{"kubeconfig", "Path of a kubeconfig; empty uses the in-cluster configuration.",
+		{"kubeconfig", "Kubeconfig `path`; empty uses the in-cluster configuration.",
 			func(c *Config) flag.Value { return (*stringValue)(&c.Kubernetes.Kubeconfig) }},
-		{"kube-api-qps", "Sustained requests per second to the kube-apiserver.",
+		{"kube-api-qps", "Sustained `requests` per second to the kube-apiserver.",
 			func(c *Config) flag.Value { return (*float32Value)(&c.Kubernetes.QPS) }},
-		{"kube-api-burst", "Requests allowed in a burst above kube-api-qps.",
+		{"kube-api-burst", "Burst of `requests` allowed above kube-api-qps.",
 			func(c *Config) flag.Value { return (*intValue)(&c.Kubernetes.Burst) }},
-		{"shutdown-timeout", "How long subsystems get to stop after SIGTERM before the agent exits anyway.",
+		{"shutdown-timeout", "How long (a `duration`) subsystems get to stop after SIGTERM before the agent exits anyway.",
 			func(c *Config) flag.Value { return (*durationValue)(&c.ShutdownTimeout) }},
 	}
 }
@@ -77,7 +77,7 @@ func Parse(name string, args []string, getenv func(string) string, out io.Writer
 		fs.Var(rv, o.flag, fmt.Sprintf("%s [env %s]", o.usage, envName(o.flag)))
 		fs.Lookup(o.flag).DefValue = def
 	}
-	configPath := fs.String("config", "", "Path of a YAML config file (see docs/configuration.md). [env "+EnvPrefix+"CONFIG]")
+	configPath := fs.String("config", "", "YAML config file `path` (see docs/configuration.md). [env "+EnvPrefix+"CONFIG]")
 	printConfig := fs.Bool("print-config", false, "Print the effective configuration as YAML and exit.")
 	fs.Usage = func() {
 		fmt.Fprintf(out, "Usage: %s [flags]\n\n", name)

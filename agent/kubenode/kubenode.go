@@ -198,6 +198,9 @@ func (n *Node) reconcile(ctx context.Context, node *corev1.Node) error {
 		return fmt.Errorf("building taint patch for node %s: %w", node.Name, err)
 	}
 	if _, err := n.opts.Client.CoreV1().Nodes().Patch(ctx, node.Name, types.JSONPatchType, patch, metav1.PatchOptions{}); err != nil {
+		if apierrors.IsInvalid(err) {
+			err = fmt.Errorf("taints changed since our last read; retrying on the fresh list: %w", err)
+		}
 		return fmt.Errorf("removing startup taint %s from node %s: %w", StartupTaintKey, node.Name, err)
 	}
 	log.Info("every subsystem ready; removed startup taint", "taint", StartupTaintKey)

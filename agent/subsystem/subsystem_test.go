@@ -4,13 +4,34 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/autonode/autonode/health"
 )
+
+// recorder is a health.Reporter that keeps what it is told.
+type recorder struct {
+	mu      sync.Mutex
+	signals []health.Signal
+}
+
+func (r *recorder) Report(_ context.Context, s health.Signal) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.signals = append(r.signals, s)
+}
+
+func (r *recorder) all() []health.Signal {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]health.Signal(nil), r.signals...)
+}
 
 // fakeSub is a scripted subsystem.
 type fakeSub struct {
@@ -94,7 +115,10 @@ func TestFailingSubsystemRestartsWhileOthersRun(t *testing.T) {
 	steady := &fakeSub{name: "steady"}
 	steady.run = serve(steady)
 
-	sup, err := New(fastOptions(reg), Spec{Subsystem: steady}, Spec{Subsystem: flaky})
+	signals := &recorder{}
+	opts := fastOptions(reg)
+	opts.Health = signals
+	sup, err := New(opts, Spec{Subsystem: steady}, Spec{Subsystem: flaky, Condition: health.NetworkingReady})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,6 +140,15 @@ func TestFailingSubsystemRestartsWhileOthersRun(t *testing.T) {
 	st := sup.Status()
 	if st[1].Failures != 4 || !strings.Contains(st[1].LastErr, "kaboom") {
 		t.Errorf("flaky status = %+v, want 4 failures, last one the panic", st[1])
+	}
+	got := signals.all()
+	if len(got) != 4 {
+		t.Fatalf("%d health signals, want one per failure (4): %+v", len(got), got)
+	}
+	for _, sig := range got {
+		if sig.Source != "flaky" || sig.Condition != health.NetworkingReady || sig.Reason != "SubsystemFailed" || sig.Severity != health.Warning {
+			t.Errorf("health signal %+v, want a SubsystemFailed warning from flaky on NetworkingReady", sig)
+		}
 	}
 	if n, err := testutil.GatherAndCount(reg, "autonode_subsystem_ready"); err != nil || n != 2 {
 		t.Errorf("autonode_subsystem_ready series = %d (%v), want 2", n, err)
