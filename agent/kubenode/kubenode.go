@@ -54,6 +54,8 @@ type Options struct {
 	// InitialBackoff and MaxBackoff shape retries after API errors.
 	// Defaults 500ms and 30s.
 	InitialBackoff, MaxBackoff time.Duration
+	// ListPageSize is the page size when listing Nodes to find ours. Default 500.
+	ListPageSize int64
 }
 
 // Node is the subsystem that maintains the agent's Node object.
@@ -78,6 +80,9 @@ func New(opts Options) *Node {
 	}
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = 30 * time.Second
+	}
+	if opts.ListPageSize <= 0 {
+		opts.ListPageSize = 500
 	}
 	opts.Logger = opts.Logger.With("providerID", opts.ProviderID)
 	return &Node{opts: opts, readiness: subsystem.NewReadiness("looking for the Node with providerID " + opts.ProviderID)}
@@ -241,7 +246,7 @@ func (n *Node) findOnce(ctx context.Context) (string, error) {
 		}
 	}
 	// Named otherwise (e.g. after the private DNS name): page through.
-	opts := metav1.ListOptions{Limit: 500}
+	opts := metav1.ListOptions{Limit: n.opts.ListPageSize}
 	for {
 		list, err := nodes.List(ctx, opts)
 		if err != nil {

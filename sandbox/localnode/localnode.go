@@ -18,6 +18,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -153,7 +154,9 @@ func Up(ctx context.Context, opts Options) (_ *Node, err error) {
 	step(fmt.Sprintf("launched %s %s in %s (%s), private IP %s", opts.InstanceType, inst.ID, subnet.ID, inst.Zone.Name, inst.PrivateIP))
 
 	// The node's network namespace.
-	n.NetnsName = "autonode-" + inst.ID
+	// The model's ids repeat from run to run; the suffix keeps two sandboxes
+	// (say, parallel tests) apart.
+	n.NetnsName = fmt.Sprintf("autonode-%s-%04x", inst.ID, rand.Uint32()&0xffff)
 	// Recorded first, so that a sandbox killed outright is cleaned up by the
 	// next one.
 	if err := os.WriteFile(filepath.Join(opts.StateDir, staleNetnsFile), []byte(n.NetnsName), 0o644); err != nil {

@@ -41,7 +41,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var opts localnode.Options
 	fs.StringVar(&opts.AgentBinary, "agent", "bin/autonode-agent", "Path of the autonode-agent binary to run on the sandbox node.")
-	fs.StringVar(&opts.AssetsDir, "assets", os.Getenv("KUBEBUILDER_ASSETS"), "Folder with kube-apiserver and etcd (make testenv builds them). Default $KUBEBUILDER_ASSETS.")
+	fs.StringVar(&opts.AssetsDir, "assets", "", "Folder with kube-apiserver and etcd (make testenv builds them); empty means $KUBEBUILDER_ASSETS.")
 	fs.StringVar(&opts.StateDir, "state-dir", ".run", "Folder for the kubeconfigs, the agent config and agent.log.")
 	fs.StringVar(&opts.InstanceType, "instance-type", "m5.large", "Instance type of the emulated instance; one of the sandbox catalog's.")
 	exitWhenReady := fs.Bool("exit-when-ready", false, "Tear down and exit 0 once the agent is ready, instead of running until Ctrl-C.")
@@ -51,6 +51,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if opts.AssetsDir == "" {
+		opts.AssetsDir = os.Getenv("KUBEBUILDER_ASSETS")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
