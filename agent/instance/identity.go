@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"net/netip"
 	"regexp"
@@ -19,7 +18,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
-	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/autonode/autonode/agent/backoff"
 )
 
 // Identity is what the agent knows about its instance.
@@ -74,7 +74,7 @@ func Fetch(ctx context.Context, client MetadataGetter, opts Options) (Identity, 
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = 30 * time.Second
 	}
-	backoff := wait.Backoff{Duration: opts.InitialBackoff, Factor: 2, Jitter: 0.1, Steps: math.MaxInt32, Cap: opts.MaxBackoff}
+	delays := backoff.New(opts.InitialBackoff, opts.MaxBackoff)
 	for attempt := 1; ; attempt++ {
 		id, err := fetchOnce(ctx, client, opts.Timeout)
 		if err == nil {
@@ -85,13 +85,11 @@ func Fetch(ctx context.Context, client MetadataGetter, opts Options) (Identity, 
 		if ctx.Err() != nil {
 			return Identity{}, fmt.Errorf("reading instance identity: %w", errors.Join(ctx.Err(), err))
 		}
-		delay := backoff.Step()
+		delay := delays.Step()
 		opts.Logger.Warn("instance metadata service unavailable or invalid; retrying",
 			"attempt", attempt, "backoff", delay, "err", err)
-		select {
-		case <-ctx.Done():
-			return Identity{}, fmt.Errorf("reading instance identity: %w", errors.Join(ctx.Err(), err))
-		case <-time.After(delay):
+		if sleepErr := backoff.Sleep(ctx, delay); sleepErr != nil {
+			return Identity{}, fmt.Errorf("reading instance identity: %w", errors.Join(sleepErr, err))
 		}
 	}
 }

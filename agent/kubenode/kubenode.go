@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -25,6 +24,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/autonode/autonode/agent/backoff"
 	"github.com/autonode/autonode/agent/subsystem"
 )
 
@@ -130,7 +130,7 @@ func (n *Node) Run(ctx context.Context) error {
 
 	ticker := time.NewTicker(n.opts.PollInterval)
 	defer ticker.Stop()
-	backoff := n.backoff()
+	delays := n.backoff()
 	var retry <-chan time.Time
 	wasReady := false
 	for {
@@ -155,12 +155,12 @@ func (n *Node) Run(ctx context.Context) error {
 			n.readiness.SetNotReady(err)
 		}
 		if err != nil {
-			delay := backoff.Step()
+			delay := delays.Step()
 			log.Warn("reconciling node failed; retrying", "err", err, "backoff", delay)
 			retry = time.After(delay)
 			continue
 		}
-		backoff = n.backoff()
+		delays = n.backoff()
 	}
 }
 
@@ -215,19 +215,17 @@ func (n *Node) reconcile(ctx context.Context, node *corev1.Node) error {
 // find returns the name of the Node whose providerID is ours, waiting for
 // it to register and for the apiserver to answer.
 func (n *Node) find(ctx context.Context) (string, error) {
-	backoff := n.backoff()
+	delays := n.backoff()
 	for attempt := 1; ; attempt++ {
 		name, err := n.findOnce(ctx)
 		if err == nil {
 			return name, nil
 		}
 		n.readiness.SetNotReady(err)
-		delay := backoff.Step()
+		delay := delays.Step()
 		n.opts.Logger.Warn("own Node not found yet; retrying", "attempt", attempt, "backoff", delay, "err", err)
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(delay):
+		if err := backoff.Sleep(ctx, delay); err != nil {
+			return "", err
 		}
 	}
 }
@@ -265,5 +263,5 @@ func (n *Node) findOnce(ctx context.Context) (string, error) {
 }
 
 func (n *Node) backoff() wait.Backoff {
-	return wait.Backoff{Duration: n.opts.InitialBackoff, Factor: 2, Jitter: 0.1, Steps: math.MaxInt32, Cap: n.opts.MaxBackoff}
+	return backoff.New(n.opts.InitialBackoff, n.opts.MaxBackoff)
 }

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/autonode/autonode/agent/backoff"
 	"github.com/autonode/autonode/health"
 )
 
@@ -198,7 +198,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 func (s *Supervisor) supervise(ctx context.Context, spec Spec) {
 	name := spec.Name()
 	log := s.opts.Logger.With("subsystem", name)
-	backoff := s.newBackoff()
+	delays := s.newBackoff()
 	for {
 		s.setState(name, StateRunning)
 		s.starts.WithLabelValues(name).Inc()
@@ -216,9 +216,9 @@ func (s *Supervisor) supervise(ctx context.Context, spec Spec) {
 			return
 		}
 		if time.Since(started) > s.opts.MaxBackoff {
-			backoff = s.newBackoff() // it ran well for a while: start over
+			delays = s.newBackoff() // it ran well for a while: start over
 		}
-		delay := backoff.Step()
+		delay := delays.Step()
 		s.recordFailure(name, err)
 		s.failures.WithLabelValues(name).Inc()
 		log.Error("subsystem failed; restarting", "err", err, "backoff", delay)
@@ -228,23 +228,15 @@ func (s *Supervisor) supervise(ctx context.Context, spec Spec) {
 				Message: fmt.Sprintf("subsystem %s failed and restarts in %s: %v", name, delay.Round(time.Millisecond), err),
 			})
 		}
-		select {
-		case <-ctx.Done():
+		if backoff.Sleep(ctx, delay) != nil {
 			s.setState(name, StateStopped)
 			return
-		case <-time.After(delay):
 		}
 	}
 }
 
 func (s *Supervisor) newBackoff() wait.Backoff {
-	return wait.Backoff{
-		Duration: s.opts.InitialBackoff,
-		Factor:   2,
-		Jitter:   0.1,
-		Steps:    math.MaxInt32,
-		Cap:      s.opts.MaxBackoff,
-	}
+	return backoff.New(s.opts.InitialBackoff, s.opts.MaxBackoff)
 }
 
 // runRecovered turns a panic in Run into an error, so that one subsystem's

@@ -163,23 +163,6 @@ func TestFailingSubsystemRestartsWhileOthersRun(t *testing.T) {
 	}
 }
 
-func TestBackoffGrowsAndIsCapped(t *testing.T) {
-	opts := fastOptions(nil)
-	opts.InitialBackoff = 10 * time.Millisecond
-	opts.MaxBackoff = 40 * time.Millisecond
-	sup, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := sup.newBackoff()
-	for i, want := range []time.Duration{10, 20, 40, 40, 40} {
-		want *= time.Millisecond
-		if d := b.Step(); d < want || d > want+want/10 {
-			t.Errorf("restart %d: backoff %s, want %s plus at most 10%% jitter", i+1, d, want)
-		}
-	}
-}
-
 func TestRequiresOrdersStart(t *testing.T) {
 	first := &fakeSub{name: "first"}
 	gate := make(chan struct{})

@@ -45,6 +45,7 @@ import (
 	"github.com/autonode/autonode/sandbox/catalog"
 	"github.com/autonode/autonode/sandbox/ec2"
 	"github.com/autonode/autonode/sandbox/imds"
+	"github.com/autonode/autonode/sandbox/netnsutil"
 	"github.com/autonode/autonode/sandbox/vpc"
 )
 
@@ -131,7 +132,7 @@ func Up(ctx context.Context, opts Options) (_ *Node, err error) {
 	if err := removeStale(opts.StateDir, opts.Progress); err != nil {
 		return nil, err
 	}
-	n := &Node{opts: opts}
+	n := &Node{opts: opts, ns: netns.None()}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, n.Close())
@@ -162,7 +163,7 @@ func Up(ctx context.Context, opts Options) (_ *Node, err error) {
 	if err := os.WriteFile(filepath.Join(opts.StateDir, staleNetnsFile), []byte(n.NetnsName), 0o644); err != nil {
 		return n, fmt.Errorf("recording netns: %w", err)
 	}
-	n.ns, err = createNetns(n.NetnsName)
+	n.ns, err = netnsutil.NewNamed(n.NetnsName)
 	if err != nil {
 		return n, err
 	}
@@ -415,7 +416,7 @@ func removeStale(stateDir string, step func(string)) error {
 	if !strings.HasPrefix(name, "autonode-i-") || strings.ContainsAny(name, "/.") {
 		return fmt.Errorf("%s/%s names %q, which is not a sandbox namespace; remove the file", stateDir, staleNetnsFile, name)
 	}
-	if err := deleteNetns(netns.None(), name); err != nil {
+	if err := netnsutil.DeleteNamed(name); err != nil {
 		return err
 	}
 	step("removed network namespace " + name + " left by an earlier sandbox")
@@ -434,7 +435,7 @@ func (n *Node) AgentHTTPClient() *http.Client {
 		Timeout: 2 * time.Second,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var conn net.Conn
-			err := inNetns(n.ns, func() error {
+			err := netnsutil.Do(n.ns, func() error {
 				var err error
 				conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
 				return err
@@ -482,7 +483,10 @@ func (n *Node) Close() error {
 		n.env = nil
 	}
 	if n.NetnsName != "" {
-		if err := deleteNetns(n.ns, n.NetnsName); err != nil {
+		if n.ns.IsOpen() {
+			n.ns.Close()
+		}
+		if err := netnsutil.DeleteNamed(n.NetnsName); err != nil {
 			errs = append(errs, err)
 		}
 	}

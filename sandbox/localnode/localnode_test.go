@@ -14,6 +14,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/autonode/autonode/sandbox/netnsutil"
 	"github.com/autonode/autonode/sandbox/privileged"
 	"github.com/autonode/autonode/sandbox/testenv"
 )
@@ -91,7 +92,7 @@ func TestSandboxNodeReachesReady(t *testing.T) {
 	}
 
 	pid := node.agent.Process.Pid
-	netnsPath := filepath.Join(netnsDir, node.NetnsName)
+	netnsPath := filepath.Join(netnsutil.RunDir, node.NetnsName)
 	closed = true
 	if err := node.Close(); err != nil {
 		t.Fatalf("Close: %v", err)

@@ -3,84 +3,17 @@ package localnode
 import (
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
-	"runtime"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
+
+	"github.com/autonode/autonode/sandbox/netnsutil"
 )
-
-// netnsDir is where iproute2 keeps named namespaces, so that `ip netns exec`
-// and `ip netns list` see ours.
-const netnsDir = "/run/netns"
-
-// createNetns makes a named network namespace without moving the caller
-// into it: netns.NewNamed switches the calling thread, so it runs on a
-// locked thread that is switched back.
-func createNetns(name string) (netns.NsHandle, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return 0, fmt.Errorf("current netns: %w", err)
-	}
-	defer orig.Close()
-	ns, err := netns.NewNamed(name)
-	if err != nil {
-		return 0, fmt.Errorf("creating netns %s: %w", name, err)
-	}
-	if err := netns.Set(orig); err != nil {
-		// This thread is in the wrong namespace: keep it locked so that the
-		// runtime retires it rather than reusing it.
-		runtime.LockOSThread()
-		return 0, fmt.Errorf("returning from netns %s: %w", name, err)
-	}
-	return ns, nil
-}
-
-// deleteNetns closes and removes a named namespace; a missing one is fine.
-func deleteNetns(ns netns.NsHandle, name string) error {
-	if ns.IsOpen() {
-		ns.Close()
-	}
-	path := filepath.Join(netnsDir, name)
-	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
-		return fmt.Errorf("unmounting netns %s: %w", path, err)
-	}
-	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
-		return fmt.Errorf("removing netns %s: %w", path, err)
-	}
-	return nil
-}
-
-// inNetns runs fn on a thread switched into ns. Sockets created by fn stay
-// in ns after it returns, which is how the sandbox serves inside the node's
-// namespace from this process.
-func inNetns(ns netns.NsHandle, fn func() error) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return fmt.Errorf("current netns: %w", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(ns); err != nil {
-		return fmt.Errorf("entering netns: %w", err)
-	}
-	fnErr := fn()
-	if err := netns.Set(orig); err != nil {
-		runtime.LockOSThread() // see createNetns
-		return fmt.Errorf("leaving netns: %w", err)
-	}
-	return fnErr
-}
 
 // listenIn opens a TCP listener inside ns.
 func listenIn(ns netns.NsHandle, addr string) (net.Listener, error) {
 	var ln net.Listener
-	err := inNetns(ns, func() error {
+	err := netnsutil.Do(ns, func() error {
 		var err error
 		ln, err = net.Listen("tcp", addr)
 		return err

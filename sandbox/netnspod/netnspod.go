@@ -18,17 +18,17 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/autonode/autonode/sandbox/netnsutil"
 )
 
-// RunDir is where named network namespaces are bind-mounted, as iproute2
-// expects them.
-const RunDir = "/run/netns"
+// RunDir is where pod namespaces are bind-mounted.
+const RunDir = netnsutil.RunDir
 
 // PodVeth is the name of the pod end of the veth pair inside the pod netns.
 const PodVeth = "eth0"
@@ -91,7 +91,7 @@ func New(tb testing.TB, opts Options) *Pod {
 			tb.Errorf("netnspod: removing pod %s: %v", p.Name, err)
 		}
 	})
-	ns, err := newNamedNetns(p.Name)
+	ns, err := netnsutil.NewNamed(p.Name)
 	p.NS = ns
 	if err != nil {
 		tb.Fatalf("netnspod: %v", err)
@@ -106,48 +106,6 @@ func New(tb testing.TB, opts Options) *Pod {
 		}
 	}
 	return p
-}
-
-// newNamedNetns creates RunDir/name. Creating a netns moves the calling
-// thread into it, so that happens on a locked thread of a goroutine of our own
-// that moves back; if it cannot, the goroutine ends still locked and the
-// runtime discards the thread rather than let others run in the wrong netns.
-func newNamedNetns(name string) (netns.NsHandle, error) {
-	type result struct {
-		ns  netns.NsHandle
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- result{netns.None(), fmt.Errorf("opening current netns: %w", err)}
-			return
-		}
-		defer orig.Close()
-		ns, err := netns.NewNamed(name)
-		if err != nil {
-			// NewNamed leaves its mount point behind when the mount fails.
-			_ = os.Remove(filepath.Join(RunDir, name))
-			if setErr := netns.Set(orig); setErr != nil {
-				done <- result{netns.None(), fmt.Errorf("creating netns %s: %w (and restoring the thread: %v)", name, err, setErr)}
-				return
-			}
-			runtime.UnlockOSThread()
-			done <- result{netns.None(), fmt.Errorf("creating netns %s: %w", name, err)}
-			return
-		}
-		if err := netns.Set(orig); err != nil {
-			done <- result{ns, fmt.Errorf("returning from netns %s: %w", name, err)}
-			return
-		}
-		runtime.UnlockOSThread()
-		done <- result{ns, nil}
-	}()
-	r := <-done
-	return r.ns, r.err
 }
 
 // setup creates the veth pair straight into the pod netns, so the name eth0
@@ -263,32 +221,10 @@ func (p *Pod) RouteViaHost(addr netip.Addr) error {
 // the pod netns after Do returns. Goroutines that fn starts do not run in the
 // pod netns, and fn must not call tb.FailNow (it is not the test goroutine).
 func (p *Pod) Do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("opening current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(p.NS); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("entering netns %s: %w", p.Name, err)
-			return
-		}
-		fnErr := fn()
-		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked: the runtime drops it when this
-			// goroutine ends, instead of reusing a thread in the pod netns.
-			errc <- errors.Join(fnErr, fmt.Errorf("leaving netns %s: %w", p.Name, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- fnErr
-	}()
-	return <-errc
+	if err := netnsutil.Do(p.NS, fn); err != nil {
+		return fmt.Errorf("pod %s: %w", p.Name, err)
+	}
+	return nil
 }
 
 // remove deletes the host veth (its peer goes with it), then the netns mount
@@ -308,12 +244,8 @@ func (p *Pod) remove() error {
 			errs = append(errs, fmt.Errorf("closing netns %s: %w", p.Name, err))
 		}
 	}
-	if err := netns.DeleteNamed(p.Name); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.EINVAL) {
-		errs = append(errs, fmt.Errorf("deleting netns %s: %w", p.Name, err))
-	}
-	// DeleteNamed stops at a failed unmount; the file may still be there.
-	if err := os.Remove(filepath.Join(RunDir, p.Name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, fmt.Errorf("removing %s: %w", filepath.Join(RunDir, p.Name), err))
+	if err := netnsutil.DeleteNamed(p.Name); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -15,10 +15,10 @@ import (
 	"unsafe"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/autonode/autonode/sandbox/bpffs"
+	"github.com/autonode/autonode/sandbox/netnsutil"
 )
 
 // Capability is something a privileged test needs from the machine.
@@ -144,46 +144,21 @@ func probeRoot() error {
 // netns dies with its last file descriptor, taking the veth with it, so the
 // probe leaves nothing behind.
 func probeNetAdmin() error {
-	errc := make(chan error, 1)
-	go func() {
-		// Unshare changes only this OS thread. If its namespace cannot be
-		// restored the goroutine exits still locked, and the runtime then
-		// destroys the thread instead of reusing it.
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("opening current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		ns, err := netns.New()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("creating netns: %w", err)
-			return
-		}
-		defer ns.Close()
-		if err := netns.Set(orig); err != nil {
-			errc <- fmt.Errorf("restoring netns: %w", err)
-			return
-		}
-		runtime.UnlockOSThread()
-
-		h, err := netlink.NewHandleAt(ns)
-		if err != nil {
-			errc <- fmt.Errorf("netlink handle in probe netns: %w", err)
-			return
-		}
-		defer h.Close()
-		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "probe0"}, PeerName: "probe1"}
-		if err := h.LinkAdd(veth); err != nil {
-			errc <- fmt.Errorf("creating veth probe0 in probe netns: %w", err)
-			return
-		}
-		errc <- nil
-	}()
-	return <-errc
+	ns, err := netnsutil.New()
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("netlink handle in probe netns: %w", err)
+	}
+	defer h.Close()
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "probe0"}, PeerName: "probe1"}
+	if err := h.LinkAdd(veth); err != nil {
+		return fmt.Errorf("creating veth probe0 in probe netns: %w", err)
+	}
+	return nil
 }
 
 // probeBPF loads "r0 = 0; exit" as a socket filter with the raw bpf(2)
