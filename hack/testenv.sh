@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # testenv.sh builds the control plane that autonode's tests run for real:
-# kube-apiserver, kube-scheduler, kube-controller-manager and kubelet v1.37.2,
-# and etcd v3.7.3, from the Go module proxy, into a cache folder that later
+# kube-apiserver, kube-scheduler and kube-controller-manager v1.37.2, and
+# etcd v3.7.3, from the Go module proxy, into a cache folder that later
 # runs reuse. It prints the folder on its last line.
 #
 #   TESTENV_DIR   where the binaries go (default: $XDG_CACHE_HOME or ~/.cache,
@@ -14,7 +14,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 dir=${TESTENV_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/autonode/testenv/k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}}
 mkdir -p "$dir"
 
-export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
+# -mod=readonly: the committed go.sum files must cover the build.
+export GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0
 
 minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
 ldflags=""

@@ -1,6 +1,7 @@
 // Package backoff gives the agent one shape of retry delay, so that every
 // retry loop (IMDS, the apiserver, subsystem restarts) behaves alike: start
-// at an initial wait, double it each time with 10% jitter, never exceed a cap.
+// at an initial wait and double it each time up to a cap, then add up to 10%
+// jitter so that many nodes do not retry in step.
 package backoff
 
 import (

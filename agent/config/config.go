@@ -16,6 +16,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 )
 
@@ -66,10 +67,8 @@ type Kubernetes struct {
 }
 
 // Allowed values, shared by validation and the flag usage strings.
-var (
-	logFormats = []string{"json", "text"}
-	logLevels  = []string{"debug", "info", "warn", "error"}
-)
+func logFormats() []string { return []string{"json", "text"} }
+func logLevels() []string  { return []string{"debug", "info", "warn", "error"} }
 
 // Default returns the configuration used when nothing overrides it.
 func Default() Config {
@@ -130,8 +129,8 @@ func (c Config) Validate() error {
 		}
 	}
 
-	oneOf("log.format", "log-format", c.Log.Format, logFormats)
-	oneOf("log.level", "log-level", c.Log.Level, logLevels)
+	oneOf("log.format", "log-format", c.Log.Format, logFormats())
+	oneOf("log.level", "log-level", c.Log.Level, logLevels())
 	if err := checkLoopback(c.HTTP.Address); err != nil {
 		bad("http.address", "http-address", c.HTTP.Address, err.Error())
 	}
@@ -142,11 +141,11 @@ func (c Config) Validate() error {
 	}
 	positive("imds.timeout", "imds-timeout", c.IMDS.Timeout, time.Minute)
 	if c.Kubernetes.Kubeconfig != "" {
-		if _, err := os.Stat(c.Kubernetes.Kubeconfig); err != nil {
-			bad("kubernetes.kubeconfig", "kubeconfig", c.Kubernetes.Kubeconfig, "must be a readable file, or empty for in-cluster config: "+err.Error())
+		if _, err := clientcmd.BuildConfigFromFlags("", c.Kubernetes.Kubeconfig); err != nil {
+			bad("kubernetes.kubeconfig", "kubeconfig", c.Kubernetes.Kubeconfig, "must be a readable, valid kubeconfig, or empty for in-cluster config: "+err.Error())
 		}
 	}
-	if c.Kubernetes.QPS <= 0 || c.Kubernetes.QPS > 10000 {
+	if !(c.Kubernetes.QPS > 0 && c.Kubernetes.QPS <= 10000) { // also rejects NaN
 		bad("kubernetes.qps", "kube-api-qps", strconv.FormatFloat(float64(c.Kubernetes.QPS), 'g', -1, 32), "must be above 0 and at most 10000")
 	}
 	if c.Kubernetes.Burst < 1 || float32(c.Kubernetes.Burst) < c.Kubernetes.QPS {

@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,8 +46,10 @@ func TestEveryInvalidFieldIsNamed(t *testing.T) {
 		{"imds endpoint relative", func(c *Config) { c.IMDS.Endpoint = "/latest" }, "imds.endpoint (--imds-endpoint)", "absolute"},
 		{"imds timeout zero", func(c *Config) { c.IMDS.Timeout.Duration = 0 }, "imds.timeout (--imds-timeout)", "above 0s"},
 		{"imds timeout huge", func(c *Config) { c.IMDS.Timeout.Duration = time.Hour }, "imds.timeout (--imds-timeout)", "at most 1m0s"},
-		{"kubeconfig missing", func(c *Config) { c.Kubernetes.Kubeconfig = "/nonexistent/kubeconfig" }, "kubernetes.kubeconfig (--kubeconfig)", "readable file"},
+		{"kubeconfig missing", func(c *Config) { c.Kubernetes.Kubeconfig = "/nonexistent/kubeconfig" }, "kubernetes.kubeconfig (--kubeconfig)", "no such file"},
 		{"qps", func(c *Config) { c.Kubernetes.QPS = 0 }, "kubernetes.qps (--kube-api-qps)", "above 0"},
+		{"qps NaN", func(c *Config) { c.Kubernetes.QPS = float32(math.NaN()) }, "kubernetes.qps (--kube-api-qps)", "above 0"},
+		{"kubeconfig not a kubeconfig", func(c *Config) { c.Kubernetes.Kubeconfig = "config_test.go" }, "kubernetes.kubeconfig (--kubeconfig)", "valid kubeconfig"},
 		{"burst below qps", func(c *Config) { c.Kubernetes.Burst = 5 }, "kubernetes.burst (--kube-api-burst)", "at least kubernetes.qps"},
 		{"shutdown timeout", func(c *Config) { c.ShutdownTimeout.Duration = -time.Second }, "shutdownTimeout (--shutdown-timeout)", "above 0s"},
 	}
@@ -125,6 +128,7 @@ func TestParseErrors(t *testing.T) {
 		{"missing file", []string{"--config", "/nonexistent.yaml"}, nil, "", "reading config file"},
 		{"bad env", nil, map[string]string{"AUTONODE_KUBE_API_BURST": "many"}, "", "AUTONODE_KUBE_API_BURST"},
 		{"bad flag value", []string{"--imds-timeout", "soon"}, nil, "", "--imds-timeout"},
+		{"NaN flag", []string{"--kube-api-qps", "NaN"}, nil, "", "not a finite number"},
 		{"invalid value from flag", []string{"--log-format", "xml"}, nil, "", "log.format (--log-format)"},
 		{"unknown flag", []string{"--frobnicate"}, nil, "", "frobnicate"},
 		{"stray argument", []string{"extra"}, nil, "", "unexpected arguments"},

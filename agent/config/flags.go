@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -25,9 +26,9 @@ type option struct {
 
 func options() []option {
 	return []option{
-		{"log-format", "Log `format`: " + strings.Join(logFormats, " or ") + ".",
+		{"log-format", "Log `format`: " + strings.Join(logFormats(), " or ") + ".",
 			func(c *Config) flag.Value { return (*stringValue)(&c.Log.Format) }},
-		{"log-level", "Lowest `level` logged: " + strings.Join(logLevels, ", ") + ".",
+		{"log-level", "Lowest `level` logged: " + strings.Join(logLevels(), ", ") + ".",
 			func(c *Config) flag.Value { return (*stringValue)(&c.Log.Level) }},
 		{"http-address", "Loopback `host:port` of the status server (/healthz, /readyz, /metrics).",
 			func(c *Config) flag.Value { return (*stringValue)(&c.HTTP.Address) }},
@@ -152,8 +153,8 @@ type float32Value float32
 func (v *float32Value) String() string { return strconv.FormatFloat(float64(*v), 'g', -1, 32) }
 func (v *float32Value) Set(s string) error {
 	f, err := strconv.ParseFloat(s, 32)
-	if err != nil {
-		return errors.New("not a number")
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return errors.New("not a finite number")
 	}
 	*v = float32Value(f)
 	return nil

@@ -108,8 +108,9 @@ func TestFetchRetriesOutagesAndBadAnswers(t *testing.T) {
 			if id.InstanceID == "" {
 				t.Fatal("empty identity")
 			}
-			if got := strings.Count(log.String(), "retrying"); got != 3 {
-				t.Errorf("%d retry log lines, want 3:\n%s", got, log.String())
+			// At least: on a loaded machine a healthy request may time out too.
+			if got := strings.Count(log.String(), "retrying"); got < 3 {
+				t.Errorf("%d retry log lines, want at least 3:\n%s", got, log.String())
 			}
 			if !strings.Contains(log.String(), tt.want) {
 				t.Errorf("retry log lines do not say %q:\n%s", tt.want, log.String())
@@ -124,11 +125,71 @@ func TestFetchGivesUpWhenContextEnds(t *testing.T) {
 			http.Error(w, "down", http.StatusInternalServerError)
 		})
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	// The context ends as the first retry is announced, so the failure it
+	// reports is the 500, not an interrupted request.
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var log bytes.Buffer
-	_, err := Fetch(ctx, client, fastOptions(&log))
-	if err == nil || !strings.Contains(err.Error(), "context deadline exceeded") || !strings.Contains(err.Error(), "500") {
+	opts := fastOptions(&bytes.Buffer{})
+	opts.Logger = slog.New(cancelOnWarn{opts.Logger.Handler(), cancel})
+	_, err := Fetch(ctx, client, opts)
+	if err == nil || !strings.Contains(err.Error(), "context canceled") || !strings.Contains(err.Error(), "500") {
 		t.Fatalf("Fetch() = %v, want the context error joined with the last failure", err)
 	}
+}
+
+func TestFetchNeverFallsBackToIMDSv1(t *testing.T) {
+	model, err := vpc.New(vpc.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	launched, err := model.LaunchInstance("m5.large", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	emulator := sandboximds.New(model, launched.ID, sandboximds.Options{})
+	// A service that refuses tokens but would answer token-less GETs.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut {
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		}
+		r.Header.Set("X-aws-ec2-metadata-token", tokenFor(t, emulator))
+		emulator.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	client := NewClient(srv.URL)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	opts := fastOptions(&bytes.Buffer{})
+	opts.Logger = slog.New(cancelOnWarn{opts.Logger.Handler(), cancel})
+	if id, err := Fetch(ctx, client, opts); err == nil {
+		t.Fatalf("Fetch() = %+v without an IMDSv2 token, want an error", id)
+	}
+}
+
+// tokenFor gets a valid IMDSv2 token from h, so that a test server can play
+// an IMDS that answers token-less requests.
+func tokenFor(t *testing.T, h http.Handler) string {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodPut, "/latest/api/token", nil)
+	req.Header.Set("X-aws-ec2-metadata-token-ttl-seconds", "300")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("token: %d %s", rec.Code, rec.Body.String())
+	}
+	return rec.Body.String()
+}
+
+// cancelOnWarn cancels a context at the first warning it logs.
+type cancelOnWarn struct {
+	slog.Handler
+	cancel context.CancelFunc
+}
+
+func (c cancelOnWarn) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		c.cancel()
+	}
+	return c.Handler.Handle(ctx, r)
 }

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 
 	"github.com/autonode/autonode/agent/backoff"
@@ -44,6 +45,13 @@ func (id Identity) ProviderID() string {
 // maxBody caps what one metadata answer may be; real answers are a few
 // hundred bytes, and a broken or hostile endpoint must not exhaust memory.
 const maxBody = 64 << 10
+
+// NewClient returns an IMDSv2-only client: the SDK would otherwise fall back
+// to token-less IMDSv1 when the token request fails. An empty endpoint means
+// the SDK's default.
+func NewClient(endpoint string) *imds.Client {
+	return imds.New(imds.Options{Endpoint: endpoint, EnableFallback: aws.FalseTernary})
+}
 
 // MetadataGetter is the part of *imds.Client that Fetch uses.
 type MetadataGetter interface {
@@ -164,7 +172,7 @@ func Parse(raw Raw) (Identity, error) {
 		InstanceType:     field(PathInstanceType),
 		AvailabilityZone: field(PathZone),
 		Region:           field(PathRegion),
-		Hostname:         strings.ToLower(field(PathHostname)),
+		Hostname:         strings.ToLower(firstField(field(PathHostname))),
 	}
 	if !instanceIDRE.MatchString(id.InstanceID) {
 		bad(PathInstanceID, id.InstanceID, "not an instance id (i- and 8 or 17 hex digits)")
@@ -210,6 +218,15 @@ func Parse(raw Raw) (Identity, error) {
 		return Identity{}, fmt.Errorf("invalid instance metadata: %w", err)
 	}
 	return id, nil
+}
+
+// firstField returns the first space-separated word: with a DHCP option set
+// of several domain names, local-hostname lists one name per domain.
+func firstField(s string) string {
+	if f := strings.Fields(s); len(f) > 0 {
+		return f[0]
+	}
+	return ""
 }
 
 // isZoneSuffix accepts a zone letter (us-west-2a) or a Local/Wavelength

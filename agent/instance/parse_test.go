@@ -54,7 +54,7 @@ func TestParseRejects(t *testing.T) {
 		{PathZone, "us-west-2", "not an availability zone"},
 		{PathLocalIPv4, "fe80::1", "not an IPv4 address"},
 		{PathLocalIPv4, "10.0.1", "not an IPv4 address"},
-		{PathHostname, "bad host", "not a DNS hostname"},
+		{PathHostname, "bad_host!", "not a DNS hostname"},
 		{PathMAC, "02:ab", "not a 48-bit MAC"},
 		{PathMACs, "zz/\n", "not a 48-bit MAC"},
 		{PathMACs, "02:ab:cd:00:11:33/\n", "does not list the primary MAC"},
@@ -68,6 +68,18 @@ func TestParseRejects(t *testing.T) {
 				t.Fatalf("Parse() = %v, want an error naming %s and saying %q", err, tt.path, tt.want)
 			}
 		})
+	}
+}
+
+func TestParseTakesFirstHostname(t *testing.T) {
+	raw := validRaw()
+	raw[PathHostname] = "ip-10-0-1-5.ec2.internal ip-10-0-1-5.corp.example.com"
+	id, err := Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Hostname != "ip-10-0-1-5.ec2.internal" {
+		t.Errorf("Hostname = %q, want the first name", id.Hostname)
 	}
 }
 

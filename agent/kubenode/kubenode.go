@@ -37,10 +37,12 @@ const (
 // Options configures a Node subsystem.
 type Options struct {
 	Client kubernetes.Interface
-	// ProviderID identifies the Node; InstanceID is tried first as its name,
-	// since Auto Mode names nodes after the instance.
+	// ProviderID identifies the Node. InstanceID (Auto Mode names nodes after
+	// the instance) and then Hostname (the private DNS name, the kubelet's
+	// default) are tried as its name before listing all Nodes.
 	ProviderID string
 	InstanceID string
+	Hostname   string
 	// Version is written to the agent-version annotation.
 	Version string
 	// AllReady is the aggregate readiness of the agent's subsystems, this one
@@ -94,12 +96,33 @@ func (n *Node) Name() string { return "node" }
 // Ready is nil once the Node is found and annotated.
 func (n *Node) Ready() error { return n.readiness.Ready() }
 
-// Run finds the Node, then watches it and reconciles until ctx ends.
+// Run finds the Node, then watches it and reconciles until ctx ends. When
+// the Node goes away, or its name comes to belong to another instance, it
+// looks for our Node again, under whatever name it registers.
 func (n *Node) Run(ctx context.Context) error {
-	name, err := n.find(ctx)
-	if err != nil {
-		return err
+	for {
+		name, err := n.find(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		err = n.watch(ctx, name)
+		if !errors.Is(err, errNodeLost) {
+			return err
+		}
+		n.readiness.SetNotReady(err)
+		n.opts.Logger.Warn("lost own Node; looking for it again", "err", err)
 	}
+}
+
+// errNodeLost means the watched Node no longer is ours.
+var errNodeLost = errors.New("node lost")
+
+// watch reconciles the Node called name on every change until ctx ends or
+// the Node stops being ours (errNodeLost).
+func (n *Node) watch(ctx context.Context, name string) error {
 	log := n.opts.Logger.With("node", name)
 	log.Info("found own Node")
 
@@ -122,8 +145,12 @@ func (n *Node) Run(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("watching node %s: %w", name, err)
 	}
-	factory.Start(ctx.Done())
+	// Shutdown waits for the informer to stop, so the informer gets a context
+	// of its own, cancelled first when watch returns.
+	informerCtx, stopInformer := context.WithCancel(ctx)
+	factory.Start(informerCtx.Done())
 	defer factory.Shutdown()
+	defer stopInformer()
 	if !cache.WaitForCacheSync(ctx.Done(), nodes.Informer().HasSynced) {
 		return ctx.Err()
 	}
@@ -148,11 +175,14 @@ func (n *Node) Run(ctx context.Context) error {
 		retry = nil
 		wasReady = n.opts.AllReady() == nil
 		node, err := nodes.Lister().Get(name)
-		if err == nil {
+		switch {
+		case apierrors.IsNotFound(err):
+			return fmt.Errorf("node %s was deleted: %w", name, errNodeLost)
+		case err != nil:
+		case node.Spec.ProviderID != n.opts.ProviderID:
+			return fmt.Errorf("node %s now has providerID %q, want %q: %w", name, node.Spec.ProviderID, n.opts.ProviderID, errNodeLost)
+		default:
 			err = n.reconcile(ctx, node)
-		} else if apierrors.IsNotFound(err) {
-			err = fmt.Errorf("node %s was deleted; waiting for it to register again", name)
-			n.readiness.SetNotReady(err)
 		}
 		if err != nil {
 			delay := delays.Step()
@@ -167,11 +197,6 @@ func (n *Node) Run(ctx context.Context) error {
 // reconcile converges node towards the desired state.
 func (n *Node) reconcile(ctx context.Context, node *corev1.Node) error {
 	log := n.opts.Logger.With("node", node.Name)
-	if node.Spec.ProviderID != n.opts.ProviderID {
-		err := fmt.Errorf("node %s now has providerID %q, want %q", node.Name, node.Spec.ProviderID, n.opts.ProviderID)
-		n.readiness.SetNotReady(err)
-		return err
-	}
 	if node.Annotations[VersionAnnotation] != n.opts.Version {
 		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{VersionAnnotation: n.opts.Version}}})
 		if _, err := n.opts.Client.CoreV1().Nodes().Patch(ctx, node.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
@@ -234,16 +259,21 @@ var errNotRegistered = errors.New("no Node has our providerID yet")
 
 func (n *Node) findOnce(ctx context.Context) (string, error) {
 	nodes := n.opts.Client.CoreV1().Nodes()
-	if n.opts.InstanceID != "" {
-		node, err := nodes.Get(ctx, n.opts.InstanceID, metav1.GetOptions{})
+	// The names a kubelet on EC2 registers under, tried before a List that
+	// would cost the apiserver a read of every Node.
+	for _, name := range []string{n.opts.InstanceID, n.opts.Hostname} {
+		if name == "" {
+			continue
+		}
+		node, err := nodes.Get(ctx, name, metav1.GetOptions{})
 		switch {
 		case err == nil && node.Spec.ProviderID == n.opts.ProviderID:
 			return node.Name, nil
 		case err != nil && !apierrors.IsNotFound(err):
-			return "", fmt.Errorf("getting node %s: %w", n.opts.InstanceID, err)
+			return "", fmt.Errorf("getting node %s: %w", name, err)
 		}
 	}
-	// Named otherwise (e.g. after the private DNS name): page through.
+	// Named otherwise: page through.
 	opts := metav1.ListOptions{Limit: n.opts.ListPageSize}
 	for {
 		list, err := nodes.List(ctx, opts)

@@ -58,10 +58,18 @@ func TestWatchdogPingsOnlyWhileAlive(t *testing.T) {
 	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
 	var alive atomic.Bool
 	alive.Store(true)
+	var refusals atomic.Int32
+	check := func() bool {
+		if alive.Load() {
+			return true
+		}
+		refusals.Add(1)
+		return false
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
-		Notifier{Logger: slog.New(slog.DiscardHandler)}.RunWatchdog(ctx, alive.Load)
+		Notifier{Logger: slog.New(slog.DiscardHandler)}.RunWatchdog(ctx, check)
 		close(done)
 	}()
 	for range 3 {
@@ -70,15 +78,29 @@ func TestWatchdogPingsOnlyWhileAlive(t *testing.T) {
 		}
 	}
 	alive.Store(false)
-	// Drain a ping that may have raced with the switch, then expect silence.
-	_ = conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	// Once the loop has refused twice, any ping still queued predates the
+	// switch; after draining them, none may follow.
+	deadline := time.Now().Add(10 * time.Second)
+	for refusals.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the watchdog loop stopped asking whether the agent is alive")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	buf := make([]byte, 64)
 	for {
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
 		if _, err := conn.Read(buf); err != nil {
 			break
 		}
 	}
-	_ = conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	for refusals.Load() < 4 {
+		if time.Now().After(deadline) {
+			t.Fatal("the watchdog loop stopped asking whether the agent is alive")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	_ = conn.SetReadDeadline(time.Now())
 	if n, err := conn.Read(buf); err == nil {
 		t.Fatalf("got %q while the agent was not alive, want no ping", buf[:n])
 	}

@@ -98,6 +98,9 @@ type Supervisor struct {
 	opts  Options
 	specs []Spec
 
+	// sleep waits between restarts; tests replace it to see the delays.
+	sleep func(context.Context, time.Duration) error
+
 	mu    sync.Mutex
 	state map[string]*tracked
 
@@ -129,7 +132,7 @@ func New(opts Options, specs ...Spec) (*Supervisor, error) {
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 30 * time.Second
 	}
-	s := &Supervisor{opts: opts, specs: specs, state: make(map[string]*tracked, len(specs))}
+	s := &Supervisor{opts: opts, specs: specs, sleep: backoff.Sleep, state: make(map[string]*tracked, len(specs))}
 	for _, spec := range specs {
 		name := spec.Name()
 		if name == "" {
@@ -163,7 +166,8 @@ func New(opts Options, specs ...Spec) (*Supervisor, error) {
 	return s, nil
 }
 
-// Run starts every subsystem in order and supervises them until ctx ends.
+// Run starts every subsystem, each once its requirements are ready, and
+// supervises them until ctx ends.
 // It then waits up to ShutdownTimeout for them to return.
 func (s *Supervisor) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
@@ -171,10 +175,15 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.setState(spec.Name(), StatePending)
 	}
 	for _, spec := range s.specs {
-		if err := s.waitFor(ctx, spec.Requires); err != nil {
-			break // ctx ended before the requirements were met
-		}
-		wg.Go(func() { s.supervise(ctx, spec) })
+		// Each waits for its own requirements, so one slow subsystem holds
+		// back only those that need it.
+		wg.Go(func() {
+			if s.waitFor(ctx, spec.Requires) != nil {
+				s.setState(spec.Name(), StateStopped)
+				return // ctx ended first
+			}
+			s.supervise(ctx, spec)
+		})
 	}
 	<-ctx.Done()
 
@@ -204,7 +213,7 @@ func (s *Supervisor) supervise(ctx context.Context, spec Spec) {
 		s.starts.WithLabelValues(name).Inc()
 		log.Info("subsystem starting")
 		started := time.Now()
-		err := runRecovered(ctx, spec.Subsystem)
+		err := s.runRecovered(ctx, spec.Subsystem)
 		if ctx.Err() != nil {
 			s.setState(name, StateStopped)
 			log.Info("subsystem stopped", "err", err)
@@ -228,7 +237,7 @@ func (s *Supervisor) supervise(ctx context.Context, spec Spec) {
 				Message: fmt.Sprintf("subsystem %s failed and restarts in %s: %v", name, delay.Round(time.Millisecond), err),
 			})
 		}
-		if backoff.Sleep(ctx, delay) != nil {
+		if s.sleep(ctx, delay) != nil {
 			s.setState(name, StateStopped)
 			return
 		}
@@ -241,10 +250,13 @@ func (s *Supervisor) newBackoff() wait.Backoff {
 
 // runRecovered turns a panic in Run into an error, so that one subsystem's
 // bug cannot take the agent down.
-func runRecovered(ctx context.Context, sub Subsystem) (err error) {
+func (s *Supervisor) runRecovered(ctx context.Context, sub Subsystem) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())
+			// The stack goes to the log only: the error travels on into
+			// one-line readiness reasons and health signals.
+			s.opts.Logger.Error("subsystem panicked", "subsystem", sub.Name(), "panic", r, "stack", string(debug.Stack()))
+			err = fmt.Errorf("panic: %v", r)
 		}
 	}()
 	return sub.Run(ctx)

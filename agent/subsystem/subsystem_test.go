@@ -163,6 +163,45 @@ func TestFailingSubsystemRestartsWhileOthersRun(t *testing.T) {
 	}
 }
 
+func TestRestartsBackOffExponentiallyUpToTheCap(t *testing.T) {
+	failing := &fakeSub{name: "failing"}
+	failing.run = func(ctx context.Context, n int32) error {
+		if n <= 5 {
+			return errors.New("boom")
+		}
+		return serve(failing)(ctx, n)
+	}
+	opts := fastOptions(nil)
+	opts.InitialBackoff = 10 * time.Millisecond
+	opts.MaxBackoff = 40 * time.Millisecond
+	sup, err := New(opts, Spec{Subsystem: failing})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var delays []time.Duration
+	sup.sleep = func(_ context.Context, d time.Duration) error {
+		mu.Lock()
+		defer mu.Unlock()
+		delays = append(delays, d)
+		return nil
+	}
+	start(t, sup)
+	waitUntil(t, "ready after five failures", func() bool { return sup.Ready() == nil })
+	mu.Lock()
+	defer mu.Unlock()
+	want := []time.Duration{10, 20, 40, 40, 40}
+	if len(delays) != len(want) {
+		t.Fatalf("%d restarts waited %v, want %d", len(delays), delays, len(want))
+	}
+	for i, w := range want {
+		w *= time.Millisecond
+		if d := delays[i]; d < w || d > w+w/10 {
+			t.Errorf("restart %d waited %s, want %s plus at most 10%% jitter", i+1, d, w)
+		}
+	}
+}
+
 func TestRequiresOrdersStart(t *testing.T) {
 	first := &fakeSub{name: "first"}
 	gate := make(chan struct{})
@@ -175,12 +214,17 @@ func TestRequiresOrdersStart(t *testing.T) {
 	second := &fakeSub{name: "second"}
 	second.run = serve(second)
 
-	sup, err := New(fastOptions(nil), Spec{Subsystem: first}, Spec{Subsystem: second, Requires: []string{"first"}})
+	independent := &fakeSub{name: "independent"}
+	independent.run = serve(independent)
+
+	sup, err := New(fastOptions(nil), Spec{Subsystem: first}, Spec{Subsystem: second, Requires: []string{"first"}}, Spec{Subsystem: independent})
 	if err != nil {
 		t.Fatal(err)
 	}
 	start(t, sup)
 	waitUntil(t, "first running", func() bool { return first.runs.Load() == 1 })
+	// A subsystem declared after the waiting one but not needing first runs.
+	waitUntil(t, "independent running", func() bool { return independent.ready.Load() })
 	if st := sup.Status()[1]; st.State != StatePending || second.runs.Load() != 0 {
 		t.Fatalf("second started before first was ready: %+v", st)
 	}

@@ -513,14 +513,18 @@ func TestFaultInjection(t *testing.T) {
 		{"half server errors", Fault{ServerErrorFraction: 0.5}, 20, "", func(n int) bool { return n > 1 }},
 		{"always throttled", Fault{ThrottleFraction: 1}, 4, CodeRequestLimitExceeded, func(n int) bool { return n == 4 }},
 		{"always failing", Fault{ServerErrorFraction: 1}, 3, CodeInternalError, func(n int) bool { return n == 3 }},
-		{"latency only", Fault{Latency: time.Millisecond}, 3, "", func(n int) bool { return n == 1 }},
+		{"latency only", Fault{Latency: 50 * time.Millisecond}, 3, "", func(n int) bool { return n == 1 }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t)
 			f.srv.SetFault("DescribeAvailabilityZones", tt.fault)
+			start := time.Now()
 			_, err := f.client(retryer(tt.attempts)).DescribeAvailabilityZones(t.Context(), &sdkec2.DescribeAvailabilityZonesInput{})
+			if took := time.Since(start); took < tt.fault.Latency {
+				t.Errorf("the call took %s, less than the injected latency %s", took, tt.fault.Latency)
+			}
 			if tt.wantCode == "" && err != nil {
 				t.Fatalf("err = %v, want success after retries", err)
 			}

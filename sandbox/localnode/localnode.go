@@ -41,6 +41,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/autonode/autonode/agent/kubenode"
 	"github.com/autonode/autonode/deploy"
 	"github.com/autonode/autonode/sandbox/catalog"
 	"github.com/autonode/autonode/sandbox/ec2"
@@ -53,8 +54,6 @@ import (
 const (
 	AgentUser  = "autonode-agent"
 	AgentGroup = "autonode:agents"
-	// StartupTaint is the taint NodePools put on new nodes.
-	StartupTaint = "autonode.dev/agent-not-ready"
 	// imdsAddr is where the agent finds IMDS, as on EC2.
 	imdsAddr = "169.254.169.254"
 	// AgentStatusAddr is the agent's status server inside the node netns.
@@ -183,7 +182,7 @@ func Up(ctx context.Context, opts Options) (_ *Node, err error) {
 	// EC2 on the host, forwarded into the namespace on the same port.
 	n.EC2, err = ec2.New(ec2.Options{Model: n.Model, Logger: opts.Logger})
 	if err != nil {
-		return n, err
+		return n, fmt.Errorf("ec2 emulator: %w", err)
 	}
 	ec2Ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -217,7 +216,7 @@ func Up(ctx context.Context, opts Options) (_ *Node, err error) {
 	}
 	n.Client, err = kubernetes.NewForConfig(admin)
 	if err != nil {
-		return n, err
+		return n, fmt.Errorf("admin client: %w", err)
 	}
 	adminUser, err := n.env.AddUser(envtest.User{Name: "sandbox-admin", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
@@ -240,7 +239,7 @@ func Up(ctx context.Context, opts Options) (_ *Node, err error) {
 	if err := n.createNode(ctx, inst); err != nil {
 		return n, err
 	}
-	step("created Node " + inst.ID + " with providerID " + n.ProviderID + " and taint " + StartupTaint)
+	step("created Node " + inst.ID + " with providerID " + n.ProviderID + " and taint " + kubenode.StartupTaintKey)
 
 	agentConfig := filepath.Join(opts.StateDir, "agent.yaml")
 	cfg := fmt.Sprintf("# Written by autonode-sandbox.\nlog:\n  format: text\nhttp:\n  address: %s\nkubernetes:\n  kubeconfig: %s\nshutdownTimeout: 20s\n",
@@ -299,16 +298,16 @@ func relay(in net.Conn, target string) {
 func applyRBAC(ctx context.Context, cfg *rest.Config) error {
 	c, err := client.New(cfg, client.Options{})
 	if err != nil {
-		return err
+		return fmt.Errorf("applying deploy/rbac: %w", err)
 	}
 	files, err := fs.Glob(deploy.RBAC(), "*.yaml")
 	if err != nil {
-		return err
+		return fmt.Errorf("deploy/rbac: %w", err)
 	}
 	for _, f := range files {
 		data, err := fs.ReadFile(deploy.RBAC(), f)
 		if err != nil {
-			return err
+			return fmt.Errorf("deploy/rbac/%s: %w", f, err)
 		}
 		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
 		for {
@@ -362,7 +361,7 @@ func (n *Node) createNode(ctx context.Context, inst vpc.Instance) error {
 		},
 		Spec: corev1.NodeSpec{
 			ProviderID: n.ProviderID,
-			Taints:     []corev1.Taint{{Key: StartupTaint, Effect: corev1.TaintEffectNoSchedule}},
+			Taints:     []corev1.Taint{{Key: kubenode.StartupTaintKey, Effect: corev1.TaintEffectNoSchedule}},
 		},
 	}
 	if _, err := n.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {

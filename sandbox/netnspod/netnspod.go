@@ -36,7 +36,7 @@ const PodVeth = "eth0"
 // Gateway is the link-local next hop a routed pod uses, as in the VPC CNI:
 // the pod sends everything to it, and a static neighbor entry resolves it to
 // the host veth's MAC, so the host side needs no address.
-var Gateway = netip.MustParseAddr("169.254.1.1")
+func Gateway() netip.Addr { return netip.AddrFrom4([4]byte{169, 254, 1, 1}) }
 
 // Options configures New.
 type Options struct {
@@ -176,7 +176,7 @@ func (p *Pod) RouteViaHost(addr netip.Addr) error {
 		return fmt.Errorf("finding %s in netns %s: %w", p.PodVeth, p.Name, err)
 	}
 
-	podIP, gw := net.IP(addr.AsSlice()), net.IP(Gateway.AsSlice())
+	podIP, gw := net.IP(addr.AsSlice()), net.IP(Gateway().AsSlice())
 	if err := h.AddrAdd(eth0, &netlink.Addr{IPNet: hostNet(podIP)}); err != nil {
 		return fmt.Errorf("adding %s to %s in netns %s: %w", addr, p.PodVeth, p.Name, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -29,28 +30,6 @@ import (
 	"github.com/autonode/autonode/sandbox/testenv"
 	"github.com/autonode/autonode/sandbox/vpc"
 )
-
-// buildAgent compiles this command once per test binary.
-var buildAgent = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "autonode-agent-test-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "autonode-agent")
-	out, err := exec.Command("go", "build", "-ldflags", "-X main.version=v0.0.0-test", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return bin, nil
-})
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if bin, err := buildAgent(); err == nil {
-		os.RemoveAll(filepath.Dir(bin))
-	}
-	os.Exit(code)
-}
 
 // notifySocket collects sd_notify messages sent to a real unixgram socket.
 type notifySocket struct {
@@ -127,14 +106,21 @@ func sandboxInstance(t *testing.T) (vpc.Instance, string) {
 	return inst, srv.URL
 }
 
-func freeAddr(t *testing.T) string {
+// statusAddr waits for the agent's log line naming the address its status
+// server bound (the tests give it port 0, so no port can be stolen).
+func statusAddr(t *testing.T, p *agentProc) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	re := regexp.MustCompile(`msg="status server listening".* address=(\S+)`)
+	var addr string
+	eventually(t, "the status server to listen", func() error {
+		m := re.FindStringSubmatch(p.logs())
+		if m == nil {
+			return errors.New("no listening line yet")
+		}
+		addr = m[1]
+		return nil
+	})
+	return addr
 }
 
 type agentProc struct {
@@ -163,13 +149,10 @@ func (l lockedWriter) Write(b []byte) (int, error) {
 
 func startAgent(t *testing.T, env []string, args ...string) *agentProc {
 	t.Helper()
-	bin, err := buildAgent()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := testenv.AgentBinary(t)
 	p := &agentProc{log: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan error, 1)}
 	p.cmd = exec.Command(bin, args...)
-	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Env = append(cleanEnv(), env...)
 	p.cmd.Stdout = lockedWriter{p.mu, p.log}
 	p.cmd.Stderr = lockedWriter{p.mu, p.log}
 	if err := p.cmd.Start(); err != nil {
@@ -183,6 +166,19 @@ func startAgent(t *testing.T, env []string, args ...string) *agentProc {
 		}
 	})
 	return p
+}
+
+// cleanEnv is this process's environment without the variables that would
+// change the agent's behaviour under test.
+func cleanEnv() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "AUTONODE_") || strings.HasPrefix(kv, "NOTIFY_SOCKET=") || strings.HasPrefix(kv, "WATCHDOG_") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
 }
 
 func eventually(t *testing.T, what string, cond func() error) {
@@ -223,11 +219,15 @@ func TestAgentAgainstAPIServer(t *testing.T) {
 	inst, imdsURL := sandboxInstance(t)
 	providerID := "aws:///" + inst.Zone.Name + "/" + inst.ID
 	notify := newNotifySocket(t)
-	statusAddr := freeAddr(t)
 	ctx := context.Background()
 
 	agent := startAgent(t, []string{"NOTIFY_SOCKET=" + notify.path},
-		"--imds-endpoint", imdsURL, "--kubeconfig", kubeconfig, "--http-address", statusAddr, "--log-format", "text")
+		"--imds-endpoint", imdsURL, "--kubeconfig", kubeconfig, "--http-address", "127.0.0.1:0", "--log-format", "text")
+	statusAddr := statusAddr(t, agent)
+	version := regexp.MustCompile(`msg="autonode-agent starting" version=(\S+)`).FindStringSubmatch(agent.logs())
+	if version == nil {
+		t.Fatal("no start line with the version")
+	}
 
 	// No Node yet: the agent is up but must not claim readiness.
 	eventually(t, "the agent to report the node subsystem not ready", func() error {
@@ -268,7 +268,7 @@ func TestAgentAgainstAPIServer(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if got := n.Annotations[kubenode.VersionAnnotation]; got != "v0.0.0-test" {
+		if got := n.Annotations[kubenode.VersionAnnotation]; got != version[1] {
 			return fmt.Errorf("annotation %s = %q", kubenode.VersionAnnotation, got)
 		}
 		for _, tn := range n.Spec.Taints {
@@ -335,18 +335,18 @@ func TestAgentAgainstAPIServer(t *testing.T) {
 // retrying, say so, and stop cleanly on SIGTERM.
 func TestAgentWaitsForIMDS(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds and runs the agent binary")
+		t.Skip("runs the agent binary")
 	}
 	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "down", http.StatusInternalServerError)
 	}))
 	t.Cleanup(down.Close)
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(kubeconfig, []byte("apiVersion: v1\nkind: Config\n"), 0o600); err != nil {
+	if err := os.WriteFile(kubeconfig, []byte("apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\nusers: [{name: u, user: {token: t}}]\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	agent := startAgent(t, nil, "--imds-endpoint", down.URL, "--imds-timeout", "1s",
-		"--kubeconfig", kubeconfig, "--http-address", freeAddr(t))
+		"--kubeconfig", kubeconfig, "--http-address", "127.0.0.1:0")
 	eventually(t, "a retry log line", func() error {
 		if !strings.Contains(agent.logs(), "instance metadata service unavailable or invalid; retrying") {
 			return errors.New("not yet")

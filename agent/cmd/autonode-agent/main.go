@@ -14,12 +14,11 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 
-	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -55,7 +54,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cmd.PrintConfig {
 		out, err := cfg.YAML()
 		if err != nil {
-			return err
+			return fmt.Errorf("printing the configuration: %w", err)
 		}
 		_, err = stdout.Write(out)
 		return err
@@ -68,8 +67,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	notifier := sdnotify.Notifier{Logger: logger}
 	notifier.Status("reading instance identity")
 
-	imdsClient := imds.New(imds.Options{Endpoint: cfg.IMDS.Endpoint})
-	id, err := instance.Fetch(ctx, imdsClient, instance.Options{Logger: logger, Timeout: cfg.IMDS.Timeout.Duration})
+	id, err := instance.Fetch(ctx, instance.NewClient(cfg.IMDS.Endpoint), instance.Options{Logger: logger, Timeout: cfg.IMDS.Timeout.Duration})
 	if err != nil {
 		if ctx.Err() != nil {
 			logger.Info("stopped before the instance identity was read")
@@ -104,6 +102,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			Client:     client,
 			ProviderID: id.ProviderID(),
 			InstanceID: id.InstanceID,
+			Hostname:   id.Hostname,
 			Version:    version,
 			AllReady:   func() error { return supervisor.Ready() },
 			Logger:     logger,
@@ -123,32 +122,28 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 
-	var wg sync.WaitGroup
-	errs := make(chan error, 2)
-	wg.Go(func() { errs <- supervisor.Run(ctx) })
-	wg.Go(func() { errs <- server.Run(ctx) })
+	// The supervisor and the status server run until SIGTERM; either failing
+	// stops the other, and the agent exits non-zero for systemd to restart.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return supervisor.Run(gctx) })
+	g.Go(func() error { return server.Run(gctx) })
 	// Status takes the supervisor's lock: if that wedges, pings stop and
 	// systemd restarts the agent.
-	wg.Go(func() { notifier.RunWatchdog(ctx, func() bool { supervisor.Status(); return true }) })
-	wg.Go(func() {
+	g.Go(func() error { notifier.RunWatchdog(gctx, func() bool { supervisor.Status(); return true }); return nil })
+	g.Go(func() error {
 		notifier.Status("waiting for subsystems: " + oneLine(supervisor.Ready()))
-		if supervisor.WaitReady(ctx) == nil {
+		if supervisor.WaitReady(gctx) == nil {
 			logger.Info("agent ready")
 			notifier.Ready()
 			notifier.Status("ready")
 		}
+		return nil
 	})
 
-	<-ctx.Done()
+	<-gctx.Done()
 	logger.Info("shutting down", "timeout", cfg.ShutdownTimeout.Duration)
 	notifier.Stopping()
-	wg.Wait()
-	close(errs)
-	var runErrs []error
-	for err := range errs {
-		runErrs = append(runErrs, err)
-	}
-	if err := errors.Join(runErrs...); err != nil {
+	if err := g.Wait(); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	logger.Info("stopped cleanly")

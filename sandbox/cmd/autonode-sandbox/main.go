@@ -23,6 +23,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/autonode/autonode/agent/kubenode"
 	"github.com/autonode/autonode/sandbox/localnode"
 )
 
@@ -130,7 +131,7 @@ func status(ctx context.Context, node *localnode.Node, httpc *http.Client) (read
 		fmt.Fprintf(&b, "node: %v\n", err)
 		return ready, b.String()
 	}
-	fmt.Fprintf(&b, "node %s:\n  agent-version: %s\n", n.Name, orNone(n.Annotations["autonode.dev/agent-version"]))
+	fmt.Fprintf(&b, "node %s:\n  agent-version: %s\n", n.Name, orNone(n.Annotations[kubenode.VersionAnnotation]))
 	var taints []string
 	for _, t := range n.Spec.Taints {
 		taints = append(taints, t.Key+":"+string(t.Effect))

@@ -4,8 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
-	"os/exec"
-	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -21,21 +20,21 @@ func TestRunReachesAgentReady(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	agent := filepath.Join(t.TempDir(), "autonode-agent")
-	if out, err := exec.Command("go", "build", "-o", agent, "../../../agent/cmd/autonode-agent").CombinedOutput(); err != nil {
-		t.Fatalf("building the agent: %v\n%s", err, out)
-	}
+	agent := testenv.AgentBinary(t)
 	var stdout, stderr bytes.Buffer
 	err = run([]string{"--agent", agent, "--assets", assets, "--state-dir", t.TempDir(), "--exit-when-ready"}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("run: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
 	}
 	out := stdout.String()
+	if strings.Contains(out, "[sandbox] agent ready") && !regexp.MustCompile(`agent-version: [^(\s]`).MatchString(out) {
+		t.Errorf("the node was never shown annotated with the agent version:\n%s", out)
+	}
 	for _, want := range []string{
 		"[sandbox] IMDSv2 emulator on 169.254.169.254:80",
 		"[sandbox] started autonode-agent",
 		"[+]node ok",
-		"agent-version: dev",
+		"agent-version: ", // followed by the version, checked below
 		"[sandbox] agent ready",
 		"[sandbox] all removed",
 	} {
