@@ -28,16 +28,19 @@ type Device struct {
 
 // Backend is the hardware behind one extended resource.
 //
-// Lifecycle: the Plugin calls Run once; Run discovers the devices, calls
-// update with the full list, and then calls it again with the full list after
-// every change (health, hot-unplug) until ctx ends. Allocate and the optional
-// PreferredAllocator are called concurrently with Run, only for device ids
-// that Run has reported.
+// Lifecycle: the Plugin calls Run once per run of its own; Run discovers the
+// devices, calls update with the full list, and then calls it again with the
+// full list after every change (health, hot-unplug) until ctx ends. update
+// copies the list and may be called from any goroutine. Allocate and the
+// optional PreferredAllocator are called concurrently with Run, only for
+// device ids that Run has reported (Allocate only for healthy ones).
 type Backend interface {
 	// ResourceName is the extended resource, e.g. nvidia.com/gpu.
 	ResourceName() string
 	// Run watches the devices until ctx ends; see the lifecycle above. An
-	// error return means the plugin restarts it after a backoff.
+	// error return ends the Plugin's Run with that error, and the agent's
+	// supervisor runs the Plugin, and so Backend.Run, again after a backoff.
+	// A nil return before ctx ends means the last list reported is final.
 	Run(ctx context.Context, update func([]Device)) error
 	// Allocate returns what a container that gets ids needs: device nodes,
 	// environment, mounts or CDI device names.
