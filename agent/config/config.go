@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,6 +28,8 @@ type Config struct {
 	HTTP       HTTP       `json:"http"`
 	IMDS       IMDS       `json:"imds"`
 	Kubernetes Kubernetes `json:"kubernetes"`
+	// DevicePlugins configures the NVIDIA, Neuron and EFA device plugins.
+	DevicePlugins DevicePlugins `json:"devicePlugins"`
 	// ShutdownTimeout bounds a graceful stop: how long subsystems get to
 	// return after SIGTERM. Default is 30s.
 	ShutdownTimeout metav1.Duration `json:"shutdownTimeout"`
@@ -66,9 +69,47 @@ type Kubernetes struct {
 	Burst int `json:"burst"`
 }
 
+// DevicePlugins configures the kubelet device plugins. Each plugin serves only
+// when its hardware is present under SysfsRoot.
+type DevicePlugins struct {
+	// Enabled turns the device plugins on. Default is true.
+	Enabled bool `json:"enabled"`
+	// Dir is the kubelet's device-plugin folder, where kubelet.sock is.
+	// Default is /var/lib/kubelet/device-plugins/.
+	Dir string `json:"dir"`
+	// SysfsRoot is where sysfs is mounted. Default is /sys.
+	SysfsRoot string `json:"sysfsRoot"`
+	NVIDIA    NVIDIA `json:"nvidia"`
+	Neuron    Neuron `json:"neuron"`
+}
+
+// NVIDIA configures the nvidia.com/gpu plugin's XID policy and CDI output.
+type NVIDIA struct {
+	// XIDIgnore lists XIDs that leave the GPU healthy. Default is 13, 31,
+	// 43, 45, 68, 109 (application errors).
+	XIDIgnore []uint64 `json:"xidIgnore,omitempty"`
+	// XIDFatal lists XIDs after which the GPU stays unhealthy until the
+	// agent restarts. Default is 48, 74, 79, 95, 119, 120, 140.
+	XIDFatal []uint64 `json:"xidFatal,omitempty"`
+	// XIDQuietPeriod is how long a GPU stays unhealthy after any other XID.
+	// Default is 5m.
+	XIDQuietPeriod metav1.Duration `json:"xidQuietPeriod"`
+	// CDIDir is where the CDI spec is written. Default is /var/run/cdi.
+	CDIDir string `json:"cdiDir"`
+}
+
+// Neuron configures the Neuron plugin.
+type Neuron struct {
+	// Mode is the one resource the node advertises: core
+	// (aws.amazon.com/neuroncore, default) or device (aws.amazon.com/neuron).
+	// Both at once would let the kubelet hand out a core twice.
+	Mode string `json:"mode"`
+}
+
 // Allowed values, shared by validation and the flag usage strings.
 func logFormats() []string { return []string{"json", "text"} }
 func logLevels() []string  { return []string{"debug", "info", "warn", "error"} }
+func neuronModes() []string { return []string{"core", "device"} }
 
 // Default returns the configuration used when nothing overrides it.
 func Default() Config {
@@ -77,6 +118,13 @@ func Default() Config {
 		HTTP:            HTTP{Address: "127.0.0.1:61680"},
 		IMDS:            IMDS{Timeout: metav1.Duration{Duration: 5 * time.Second}},
 		Kubernetes:      Kubernetes{QPS: 20, Burst: 40},
+		DevicePlugins: DevicePlugins{
+			Enabled:   true,
+			Dir:       "/var/lib/kubelet/device-plugins/",
+			SysfsRoot: "/sys",
+			NVIDIA:    NVIDIA{XIDQuietPeriod: metav1.Duration{Duration: 5 * time.Minute}, CDIDir: "/var/run/cdi"},
+			Neuron:    Neuron{Mode: "core"},
+		},
 		ShutdownTimeout: metav1.Duration{Duration: 30 * time.Second},
 	}
 }
@@ -102,13 +150,17 @@ func (c Config) YAML() ([]byte, error) {
 // FieldError is a configuration value that failed validation.
 type FieldError struct {
 	Field string // the YAML path, e.g. log.format
-	Flag  string // the flag that sets it
+	Flag  string // the flag that sets it; empty when only the file can
 	Value string
 	Want  string // what the field may be
 }
 
 func (e *FieldError) Error() string {
-	return fmt.Sprintf("%s (--%s): %q: %s", e.Field, e.Flag, e.Value, e.Want)
+	flag := "--" + e.Flag
+	if e.Flag == "" {
+		flag = "config file only"
+	}
+	return fmt.Sprintf("%s (%s): %q: %s", e.Field, flag, e.Value, e.Want)
 }
 
 // Validate checks every field and returns all problems at once, each a
@@ -152,6 +204,23 @@ func (c Config) Validate() error {
 		bad("kubernetes.burst", "kube-api-burst", strconv.Itoa(c.Kubernetes.Burst), "must be at least 1 and at least kubernetes.qps")
 	}
 	positive("shutdownTimeout", "shutdown-timeout", c.ShutdownTimeout, 10*time.Minute)
+	dp := c.DevicePlugins
+	for _, f := range []struct{ field, flag, value string }{
+		{"devicePlugins.dir", "device-plugin-dir", dp.Dir},
+		{"devicePlugins.sysfsRoot", "sysfs-root", dp.SysfsRoot},
+		{"devicePlugins.nvidia.cdiDir", "", dp.NVIDIA.CDIDir},
+	} {
+		if !filepath.IsAbs(f.value) {
+			bad(f.field, f.flag, f.value, "must be an absolute path")
+		}
+	}
+	oneOf("devicePlugins.neuron.mode", "neuron-mode", dp.Neuron.Mode, neuronModes())
+	positive("devicePlugins.nvidia.xidQuietPeriod", "", dp.NVIDIA.XIDQuietPeriod, 24*time.Hour)
+	for _, x := range dp.NVIDIA.XIDFatal {
+		if slices.Contains(dp.NVIDIA.XIDIgnore, x) {
+			bad("devicePlugins.nvidia.xidFatal", "", strconv.FormatUint(x, 10), "must not also be in devicePlugins.nvidia.xidIgnore")
+		}
+	}
 	return errors.Join(errs...)
 }
 

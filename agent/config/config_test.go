@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -52,6 +53,15 @@ func TestEveryInvalidFieldIsNamed(t *testing.T) {
 		{"kubeconfig not a kubeconfig", func(c *Config) { c.Kubernetes.Kubeconfig = "config_test.go" }, "kubernetes.kubeconfig (--kubeconfig)", "valid kubeconfig"},
 		{"burst below qps", func(c *Config) { c.Kubernetes.Burst = 5 }, "kubernetes.burst (--kube-api-burst)", "at least kubernetes.qps"},
 		{"shutdown timeout", func(c *Config) { c.ShutdownTimeout.Duration = -time.Second }, "shutdownTimeout (--shutdown-timeout)", "above 0s"},
+		{"device plugin dir", func(c *Config) { c.DevicePlugins.Dir = "plugins" }, "devicePlugins.dir (--device-plugin-dir)", "absolute path"},
+		{"sysfs root", func(c *Config) { c.DevicePlugins.SysfsRoot = "" }, "devicePlugins.sysfsRoot (--sysfs-root)", "absolute path"},
+		{"cdi dir", func(c *Config) { c.DevicePlugins.NVIDIA.CDIDir = "cdi" }, "devicePlugins.nvidia.cdiDir (config file only)", "absolute path"},
+		{"neuron mode", func(c *Config) { c.DevicePlugins.Neuron.Mode = "both" }, "devicePlugins.neuron.mode (--neuron-mode)", "core, device"},
+		{"xid quiet period", func(c *Config) { c.DevicePlugins.NVIDIA.XIDQuietPeriod.Duration = 0 }, "devicePlugins.nvidia.xidQuietPeriod (config file only)", "above 0s"},
+		{"xid both lists", func(c *Config) {
+			c.DevicePlugins.NVIDIA.XIDIgnore = []uint64{13, 79}
+			c.DevicePlugins.NVIDIA.XIDFatal = []uint64{79}
+		}, "devicePlugins.nvidia.xidFatal (config file only)", "not also be in devicePlugins.nvidia.xidIgnore"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -100,6 +110,17 @@ func TestPrecedence(t *testing.T) {
 	}
 	if c.HTTP.Address != Default().HTTP.Address {
 		t.Errorf("http.address = %q, want the default", c.HTTP.Address)
+	}
+}
+
+func TestBoolFlagStandsAlone(t *testing.T) {
+	cmd, err := Parse("agent", []string{"--device-plugins=false"}, env(nil), &bytes.Buffer{})
+	if err != nil || cmd.Config.DevicePlugins.Enabled {
+		t.Fatalf("--device-plugins=false: %v, enabled %v", err, cmd.Config.DevicePlugins.Enabled)
+	}
+	cmd, err = Parse("agent", []string{"--device-plugins"}, env(map[string]string{"AUTONODE_DEVICE_PLUGINS": "false"}), &bytes.Buffer{})
+	if err != nil || !cmd.Config.DevicePlugins.Enabled {
+		t.Fatalf("--device-plugins over env false: %v, enabled %v", err, cmd.Config.DevicePlugins.Enabled)
 	}
 }
 
@@ -176,7 +197,7 @@ func TestPrintConfigRoundTrips(t *testing.T) {
 	if err := back.LoadFile(writeFile(t, string(data))); err != nil {
 		t.Fatalf("printed config does not load back: %v\n%s", err, data)
 	}
-	if back != cmd.Config {
+	if !reflect.DeepEqual(back, cmd.Config) {
 		t.Errorf("round trip changed the config:\n got %+v\nwant %+v", back, cmd.Config)
 	}
 }

@@ -42,6 +42,14 @@ func options() []option {
 			func(c *Config) flag.Value { return (*float32Value)(&c.Kubernetes.QPS) }},
 		{"kube-api-burst", "Burst of `requests` allowed above kube-api-qps.",
 			func(c *Config) flag.Value { return (*intValue)(&c.Kubernetes.Burst) }},
+		{"device-plugins", "Serve the NVIDIA, Neuron and EFA device plugins whose hardware is present (`true` or false).",
+			func(c *Config) flag.Value { return (*boolValue)(&c.DevicePlugins.Enabled) }},
+		{"device-plugin-dir", "The kubelet's device-plugin `folder`, where kubelet.sock is.",
+			func(c *Config) flag.Value { return (*stringValue)(&c.DevicePlugins.Dir) }},
+		{"sysfs-root", "Where sysfs is mounted (`path`); device plugins read their hardware there.",
+			func(c *Config) flag.Value { return (*stringValue)(&c.DevicePlugins.SysfsRoot) }},
+		{"neuron-mode", "The one Neuron `resource` this node advertises: " + strings.Join(neuronModes(), " (aws.amazon.com/neuroncore) or ") + " (aws.amazon.com/neuron).",
+			func(c *Config) flag.Value { return (*stringValue)(&c.DevicePlugins.Neuron.Mode) }},
 		{"shutdown-timeout", "How long (a `duration`) subsystems get to stop after SIGTERM before the agent exits anyway.",
 			func(c *Config) flag.Value { return (*durationValue)(&c.ShutdownTimeout) }},
 	}
@@ -73,6 +81,9 @@ func Parse(name string, args []string, getenv func(string) string, out io.Writer
 	raw := make(map[string]*rawValue, len(opts))
 	for _, o := range opts {
 		rv := &rawValue{}
+		if b, ok := o.bind(&defaults).(interface{ IsBoolFlag() bool }); ok {
+			rv.isBool = b.IsBoolFlag()
+		}
 		raw[o.flag] = rv
 		def := o.bind(&defaults).String()
 		fs.Var(rv, o.flag, fmt.Sprintf("%s [env %s]", o.usage, envName(o.flag)))
@@ -124,17 +135,34 @@ func Parse(name string, args []string, getenv func(string) string, out io.Writer
 // rawValue records a flag's text so that it can be applied after the config
 // file and environment, whatever order they arrive in.
 type rawValue struct {
-	value string
-	set   bool
+	value  string
+	set    bool
+	isBool bool
 }
 
 func (r *rawValue) String() string     { return r.value }
 func (r *rawValue) Set(s string) error { r.value, r.set = s, true; return nil }
+func (r *rawValue) IsBoolFlag() bool   { return r.isBool }
 
 type stringValue string
 
 func (v *stringValue) String() string     { return string(*v) }
 func (v *stringValue) Set(s string) error { *v = stringValue(s); return nil }
+
+type boolValue bool
+
+func (v *boolValue) String() string { return strconv.FormatBool(bool(*v)) }
+func (v *boolValue) Set(s string) error {
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return errors.New("not true or false")
+	}
+	*v = boolValue(b)
+	return nil
+}
+
+// IsBoolFlag lets --device-plugins stand alone for true.
+func (v *boolValue) IsBoolFlag() bool { return true }
 
 type intValue int
 

@@ -386,3 +386,10 @@ func (b *Backend) Allocate(_ context.Context, ids []string) (*pluginapi.Containe
 	}
 	return resp, nil
 }
+
+// Present reports whether any RDMA device under the sysfs root is bound to
+// the efa driver, which decides whether the agent serves EFA at all.
+func Present(sysfsRoot string) (bool, error) {
+	devices, err := New(Options{SysfsRoot: sysfsRoot}).scan()
+	return len(devices) > 0, err
+}

@@ -295,3 +295,25 @@ func TestBackendSuite(t *testing.T) {
 		},
 	})
 }
+
+func TestPresent(t *testing.T) {
+	mixed := append(c5n(), rdmaDev{"0000:00:07.0", "mlx5_0", 1, "-1", "mlx5_core"})
+	tests := []struct {
+		name string
+		root string
+		want bool
+	}{
+		{"p4d", fakeSysfs(t, p4d()), true},
+		{"efa beside mlx5", fakeSysfs(t, mixed), true},
+		{"mlx5 only", fakeSysfs(t, mixed[1:]), false},
+		{"no rdma at all", t.TempDir(), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Present(tt.root)
+			if err != nil || got != tt.want {
+				t.Errorf("Present() = %v, %v; want %v", got, err, tt.want)
+			}
+		})
+	}
+}

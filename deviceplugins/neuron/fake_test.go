@@ -82,3 +82,12 @@ func newBackend(t testing.TB, root string, mode Mode) *Backend {
 	}
 	return b
 }
+
+func TestPresent(t *testing.T) {
+	if got, err := Present(fakeSysfs(t, trn1())); err != nil || !got {
+		t.Errorf("Present(trn1) = %v, %v; want true", got, err)
+	}
+	if got, err := Present(t.TempDir()); err != nil || got {
+		t.Errorf("Present(empty sysfs) = %v, %v; want false", got, err)
+	}
+}

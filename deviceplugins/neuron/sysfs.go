@@ -134,3 +134,21 @@ func readInt(path string) (int64, error) {
 	}
 	return v, nil
 }
+
+// Present reports whether the Neuron driver shows any device under the sysfs
+// root, which decides whether the agent serves Neuron at all.
+func Present(sysfsRoot string) (bool, error) {
+	entries, err := os.ReadDir(filepath.Join(sysfsRoot, deviceDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("listing neuron devices: %w", err)
+	}
+	for _, e := range entries {
+		if _, ok := parseIndex(e.Name()); ok {
+			return true, nil
+		}
+	}
+	return false, nil
+}

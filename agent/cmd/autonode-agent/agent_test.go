@@ -24,8 +24,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/autonode/autonode/agent/kubenode"
+	"github.com/autonode/autonode/deviceplugins/plugintest"
 	"github.com/autonode/autonode/sandbox/imds"
 	"github.com/autonode/autonode/sandbox/testenv"
 	"github.com/autonode/autonode/sandbox/vpc"
@@ -382,4 +384,79 @@ func TestRunPrintsConfig(t *testing.T) {
 	if !strings.Contains(stdout.String(), "format: text") {
 		t.Errorf("--print-config printed:\n%s", stdout.String())
 	}
+}
+
+// TestAgentServesDevicePlugins gives the agent a Neuron sysfs tree and a
+// kubelet that starts late: the startup taint must stay until the plugin has
+// registered, and then go.
+func TestAgentServesDevicePlugins(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{RBACManifests: []string{"../../../deploy/rbac/agent.yaml"}})
+	kubeconfig := env.UserKubeconfig(t, "autonode-agent", "autonode:agents")
+	admin, err := kubernetes.NewForConfig(env.AdminConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, imdsURL := sandboxInstance(t)
+	ctx := context.Background()
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: inst.ID},
+		Spec: corev1.NodeSpec{
+			ProviderID: "aws:///" + inst.Zone.Name + "/" + inst.ID,
+			Taints:     []corev1.Taint{{Key: kubenode.StartupTaintKey, Effect: corev1.TaintEffectNoSchedule}},
+		},
+	}
+	if _, err := admin.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Two Neuron devices of two cores each, linked to each other.
+	sysfs := t.TempDir()
+	for i, peer := range []string{"1", "0"} {
+		dir := filepath.Join(sysfs, "devices/virtual/neuron_device", fmt.Sprintf("neuron%d", i))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, value := range map[string]string{"core_count": "2\n", "connected_devices": peer} {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(value), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	pluginDir := plugintest.TempDir(t)
+
+	agent := startAgent(t, nil, "--imds-endpoint", imdsURL, "--kubeconfig", kubeconfig, "--http-address", "127.0.0.1:0",
+		"--log-format", "text", "--sysfs-root", sysfs, "--device-plugin-dir", pluginDir+"/")
+	statusAddr := statusAddr(t, agent)
+	const resource = "aws.amazon.com/neuroncore"
+	eventually(t, "the node subsystem ready while the plugin waits for the kubelet", func() error {
+		code, body, err := getStatus("http://" + statusAddr + "/readyz?verbose")
+		if err != nil {
+			return err
+		}
+		if code != http.StatusServiceUnavailable || !strings.Contains(body, "[+]node ok") || !strings.Contains(body, "[-]deviceplugin:"+resource) {
+			return fmt.Errorf("readyz %d: %s", code, body)
+		}
+		return nil
+	})
+	hasStartupTaint := func(n *corev1.Node) bool {
+		return slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == kubenode.StartupTaintKey })
+	}
+	if n, err := admin.CoreV1().Nodes().Get(ctx, inst.ID, metav1.GetOptions{}); err != nil || !hasStartupTaint(n) {
+		t.Fatalf("startup taint removed before the device plugin registered: %v %v", n.Spec.Taints, err)
+	}
+
+	kubelet := plugintest.NewKubelet(t, pluginDir)
+	if reg := kubelet.WaitForRegistration(t, resource); reg.Version != "v1beta1" {
+		t.Errorf("registered with API version %q", reg.Version)
+	}
+	kubelet.WaitForDevices(t, resource, func(ds []*pluginapi.Device) bool { return len(ds) == 4 })
+	eventually(t, "the startup taint to go once the plugin is registered", func() error {
+		n, err := admin.CoreV1().Nodes().Get(ctx, inst.ID, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if hasStartupTaint(n) {
+			return fmt.Errorf("taints %v", n.Spec.Taints)
+		}
+		return nil
+	})
 }

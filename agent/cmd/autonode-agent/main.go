@@ -16,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
@@ -29,6 +30,10 @@ import (
 	"github.com/autonode/autonode/agent/sdnotify"
 	"github.com/autonode/autonode/agent/statusserver"
 	"github.com/autonode/autonode/agent/subsystem"
+	"github.com/autonode/autonode/deviceplugins"
+	"github.com/autonode/autonode/deviceplugins/efa"
+	"github.com/autonode/autonode/deviceplugins/neuron"
+	"github.com/autonode/autonode/deviceplugins/nvidia"
 	"github.com/autonode/autonode/health"
 )
 
@@ -108,6 +113,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			Logger:     logger,
 		})},
 	}
+	if cfg.DevicePlugins.Enabled {
+		plugins, err := devicePlugins(cfg.DevicePlugins, logger, reporter, registry)
+		if err != nil {
+			return err
+		}
+		specs = append(specs, plugins...)
+	}
 	supervisor, err = subsystem.New(subsystem.Options{
 		Logger:          logger,
 		Registerer:      registry,
@@ -148,6 +160,54 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	logger.Info("stopped cleanly")
 	return nil
+}
+
+// devicePlugins returns a supervised plugin for each kind of accelerator
+// present on this node: none on most nodes.
+func devicePlugins(cfg config.DevicePlugins, logger *slog.Logger, reporter health.Reporter, reg prometheus.Registerer) ([]subsystem.Spec, error) {
+	var backends []deviceplugins.Backend
+	gpus, err := nvidia.SysfsGPUs(cfg.SysfsRoot)
+	if err != nil {
+		return nil, fmt.Errorf("looking for NVIDIA GPUs: %w", err)
+	}
+	if len(gpus) > 0 {
+		b, err := nvidia.New(nvidia.Options{
+			Logger:   logger,
+			NVML:     nvml.New(),
+			Reporter: reporter,
+			// The sysfs count stands in for the instance type's until the
+			// agent reads DescribeInstanceTypes.
+			ExpectedGPUs: len(gpus),
+			SysfsRoot:    cfg.SysfsRoot,
+			XIDPolicy:    nvidia.XIDPolicy{Ignore: cfg.NVIDIA.XIDIgnore, Fatal: cfg.NVIDIA.XIDFatal, QuietPeriod: cfg.NVIDIA.XIDQuietPeriod.Duration},
+			CDI:          nvidia.CDIOptions{Logger: logger, Dir: cfg.NVIDIA.CDIDir},
+		})
+		if err != nil {
+			return nil, err
+		}
+		backends = append(backends, b)
+	}
+	if present, err := neuron.Present(cfg.SysfsRoot); err != nil {
+		return nil, err
+	} else if present {
+		b, err := neuron.New(neuron.Options{Logger: logger, SysfsRoot: cfg.SysfsRoot, Mode: neuron.Mode(cfg.Neuron.Mode), Registerer: reg})
+		if err != nil {
+			return nil, err
+		}
+		backends = append(backends, b)
+	}
+	if present, err := efa.Present(cfg.SysfsRoot); err != nil {
+		return nil, err
+	} else if present {
+		backends = append(backends, efa.New(efa.Options{Logger: logger, SysfsRoot: cfg.SysfsRoot}))
+	}
+
+	var specs []subsystem.Spec
+	for _, b := range backends {
+		plugin := deviceplugins.NewPlugin(b, deviceplugins.Options{PluginDir: cfg.Dir, Health: reporter, Logger: logger})
+		specs = append(specs, subsystem.Spec{Subsystem: plugin, Condition: health.AcceleratedHardwareReady})
+	}
+	return specs, nil
 }
 
 func newLogger(cfg config.Log, w io.Writer) *slog.Logger {
