@@ -95,7 +95,8 @@ func Parse(name string, args []string, getenv func(string) string, out io.Writer
 		fmt.Fprintf(out, "Usage: %s [flags]\n\n", name)
 		fmt.Fprintf(out, "%s runs on every node and gives it pod networking, network policy, storage,\n", name)
 		fmt.Fprintf(out, "Pod Identity, device plugins and health monitoring. Precedence, highest first:\n")
-		fmt.Fprintf(out, "flags, environment variables, the config file, defaults.\n\nFlags:\n")
+		fmt.Fprintf(out, "flags, environment variables, the config file, defaults.\n\n")
+		fmt.Fprintf(out, "Commands:\n  max-pods    print the kubelet max-pods of an instance type (max-pods --help)\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

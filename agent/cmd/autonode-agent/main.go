@@ -51,6 +51,9 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "max-pods" {
+		return maxPods(ctx, args[1:], stdout, stderr)
+	}
 	cmd, err := config.Parse("autonode-agent", args, getenv, stderr)
 	if err != nil {
 		return err

@@ -1,0 +1,28 @@
+package nodeconfig
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+)
+
+// InstanceTypesAPI is the EC2 call DescribeLimits makes.
+type InstanceTypesAPI interface {
+	DescribeInstanceTypes(ctx context.Context, in *ec2.DescribeInstanceTypesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeInstanceTypesOutput, error)
+}
+
+// DescribeLimits asks EC2 for the limits of one instance type.
+func DescribeLimits(ctx context.Context, api InstanceTypesAPI, instanceType string) (InstanceLimits, error) {
+	out, err := api.DescribeInstanceTypes(ctx, &ec2.DescribeInstanceTypesInput{
+		InstanceTypes: []types.InstanceType{types.InstanceType(instanceType)},
+	})
+	if err != nil {
+		return InstanceLimits{Name: instanceType}, fmt.Errorf("describing instance type %s: %w", instanceType, err)
+	}
+	if len(out.InstanceTypes) != 1 {
+		return InstanceLimits{Name: instanceType}, fmt.Errorf("describing instance type %s: %d answers, want 1", instanceType, len(out.InstanceTypes))
+	}
+	return LimitsFromEC2(out.InstanceTypes[0])
+}
