@@ -61,9 +61,9 @@ test-short: ## The fast unit tier: no privileged or apiserver tests.
 run: build testenv ## A local sandbox node with the agent on it, until Ctrl-C.
 	$(BIN)/autonode-sandbox --agent $(BIN)/autonode-agent --assets $(TESTENV_DIR) --state-dir $(CURDIR)/.run
 
-bench: ## Benchmarks, with ratios against same-run baselines.
+bench: ## Benchmarks; each autonode/baseline pair is printed as a ratio from the same run.
 	@mkdir -p $(BIN)
-	$(GO) test -run '^$$' -bench . -benchmem -count=5 ./... | tee $(BIN)/bench.txt
+	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem -count=$(or $(BENCH_COUNT),5) ./... | $(GO) run ./hack/benchratio | tee $(BIN)/bench.txt
 
 gpu-check: ## On a machine with an NVIDIA GPU: enumerate, generate CDI, register, allocate (read-only).
 	$(GO) run ./deviceplugins/cmd/gpu-check -v
