@@ -217,7 +217,7 @@ func (s *Server) eniXML(e vpc.ENI, withInstance bool) xmlENI {
 	}
 	if a := e.Attachment; a != nil {
 		x.Attachment = &xmlAttachment{
-			AttachmentID: a.ID, DeviceIndex: a.DeviceIndex, Status: "attached",
+			AttachmentID: a.ID, DeviceIndex: a.DeviceIndex, NetworkCardIndex: a.NetworkCardIndex, Status: "attached",
 			AttachTime: timestamp(a.AttachTime), DeleteOnTermination: a.DeleteOnTermination,
 		}
 		if withInstance {
@@ -261,17 +261,19 @@ func (s *Server) describeNetworkInterfaces(_ context.Context, r *Request) (any, 
 		}
 	}
 	enis, err := applyFilters(enis, r.Filters(), fieldFuncs[vpc.ENI]{
-		"network-interface-id":    func(e vpc.ENI) []string { return one(e.ID) },
-		"attachment.instance-id":  attached(func(a *vpc.Attachment) string { return a.InstanceID }),
-		"attachment.device-index": attached(func(a *vpc.Attachment) string { return strconv.Itoa(a.DeviceIndex) }),
-		"attachment.status":       attached(func(*vpc.Attachment) string { return "attached" }),
-		"subnet-id":               func(e vpc.ENI) []string { return one(e.SubnetID) },
-		"vpc-id":                  func(e vpc.ENI) []string { return one(e.VPCID) },
-		"availability-zone":       func(e vpc.ENI) []string { return one(e.Zone.Name) },
-		"status":                  func(e vpc.ENI) []string { return one(string(e.Status)) },
-		"mac-address":             func(e vpc.ENI) []string { return one(e.MAC) },
-		"description":             func(e vpc.ENI) []string { return one(e.Description) },
-		"group-id":                func(e vpc.ENI) []string { return e.SecurityGroupIDs },
+		"network-interface-id":          func(e vpc.ENI) []string { return one(e.ID) },
+		"attachment.instance-id":        attached(func(a *vpc.Attachment) string { return a.InstanceID }),
+		"attachment.device-index":       attached(func(a *vpc.Attachment) string { return strconv.Itoa(a.DeviceIndex) }),
+		"attachment.status":             attached(func(*vpc.Attachment) string { return "attached" }),
+		"attachment.attachment-id":      attached(func(a *vpc.Attachment) string { return a.ID }),
+		"attachment.network-card-index": attached(func(a *vpc.Attachment) string { return strconv.Itoa(a.NetworkCardIndex) }),
+		"subnet-id":                     func(e vpc.ENI) []string { return one(e.SubnetID) },
+		"vpc-id":                        func(e vpc.ENI) []string { return one(e.VPCID) },
+		"availability-zone":             func(e vpc.ENI) []string { return one(e.Zone.Name) },
+		"status":                        func(e vpc.ENI) []string { return one(string(e.Status)) },
+		"mac-address":                   func(e vpc.ENI) []string { return one(e.MAC) },
+		"description":                   func(e vpc.ENI) []string { return one(e.Description) },
+		"group-id":                      func(e vpc.ENI) []string { return e.SecurityGroupIDs },
 		"private-ip-address": func(e vpc.ENI) []string {
 			out := make([]string, len(e.PrivateIPs))
 			for i, ip := range e.PrivateIPs {
@@ -289,9 +291,7 @@ func (s *Server) describeNetworkInterfaces(_ context.Context, r *Request) (any, 
 	}
 	out := make([]xmlNetworkInterface, len(page))
 	for i, e := range page {
-		out[i] = xmlNetworkInterface{
-			xmlENI: s.eniXML(e, true), AvailabilityZone: e.Zone.Name, AvailabilityZoneID: e.Zone.ID, TagSet: tagSet(e.Tags),
-		}
+		out[i] = s.networkInterfaceXML(e)
 	}
 	return describeNetworkInterfacesResponse{NetworkInterfaceSet: ItemsOf(out), NextToken: next}, nil
 }

@@ -24,6 +24,15 @@ const (
 	CodeNetworkInterfaceNotFound = "InvalidNetworkInterfaceID.NotFound"
 	CodeSecurityGroupNotFound    = "InvalidGroup.NotFound"
 	CodeInsufficientAddresses    = "InsufficientFreeAddressesInSubnet"
+
+	CodeMissingParameter              = "MissingParameter"
+	CodeInvalidParameterCombination   = "InvalidParameterCombination"
+	CodeAttachmentNotFound            = "InvalidAttachmentID.NotFound"
+	CodeAttachmentLimitExceeded       = "AttachmentLimitExceeded"
+	CodePrivateIPAddressLimitExceeded = "PrivateIpAddressLimitExceeded"
+	CodeInsufficientCidrBlocks        = "InsufficientCidrBlocks"
+	CodeIPAddressInUse                = "InvalidIPAddress.InUse"
+	CodeOperationNotPermitted         = "OperationNotPermitted"
 )
 
 // Error is an EC2 API error: the code clients branch on, a message, and the
@@ -70,10 +79,27 @@ func apiError(err error) *Error {
 			return Errorf(CodeNetworkInterfaceNotFound, "The networkInterface ID '%s' does not exist", nf.ID)
 		case vpc.KindSecurityGroup:
 			return Errorf(CodeSecurityGroupNotFound, "The security group '%s' does not exist", nf.ID)
+		case vpc.KindAttachment:
+			return Errorf(CodeAttachmentNotFound, "The attachment ID '%s' does not exist", nf.ID)
 		}
 	}
-	if errors.Is(err, vpc.ErrNoFreeAddresses) {
-		return Errorf(CodeInsufficientAddresses, "%v", err)
+	// Order matters: ErrNoFreePrefix wraps ErrNoFreeAddresses.
+	for _, c := range []struct {
+		class error
+		code  string
+	}{
+		{vpc.ErrNoFreePrefix, CodeInsufficientCidrBlocks},
+		{vpc.ErrNoFreeAddresses, CodeInsufficientAddresses},
+		{vpc.ErrAttachmentLimit, CodeAttachmentLimitExceeded},
+		{vpc.ErrAddressLimit, CodePrivateIPAddressLimitExceeded},
+		{vpc.ErrAddressInUse, CodeIPAddressInUse},
+		{vpc.ErrNotPermitted, CodeOperationNotPermitted},
+		{vpc.ErrInUse, CodeInvalidParameterValue}, // EC2 says "… is currently in use" under this code
+		{vpc.ErrInvalid, CodeInvalidParameterValue},
+	} {
+		if errors.Is(err, c.class) {
+			return Errorf(c.code, "%v", err)
+		}
 	}
 	return Errorf(CodeInternalError, "An internal error has occurred")
 }

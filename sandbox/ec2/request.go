@@ -66,6 +66,21 @@ func (r *Request) Int(name string) (n int, ok bool, err error) {
 	return n, true, nil
 }
 
+// Bool returns a boolean parameter; ok is false when it is absent. EC2
+// takes true and false in any case, nothing else.
+func (r *Request) Bool(name string) (v, ok bool, err error) {
+	s := r.Params.Get(name)
+	switch {
+	case s == "":
+		return false, false, nil
+	case strings.EqualFold(s, "true"):
+		return true, true, nil
+	case strings.EqualFold(s, "false"):
+		return false, true, nil
+	}
+	return false, true, Errorf(CodeInvalidParameterValue, "Invalid value %q for %s, expecting true or false", s, name)
+}
+
 // indices returns the N of every "<prefix>.N" or "<prefix>.N.<rest>" key,
 // sorted; EC2 orders list members by N, which need not be dense.
 func (r *Request) indices(prefix string) []int {

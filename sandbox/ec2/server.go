@@ -10,7 +10,11 @@
 // not that it holds particular keys.
 //
 // Actions live in a registry: Handle adds one, and New registers the
-// describe actions. SetFault injects throttling, server errors and latency
+// describe actions and the network-interface actions that VPC IPAM uses
+// (Create/Attach/Detach/DeleteNetworkInterface,
+// ModifyNetworkInterfaceAttribute, Assign/UnassignPrivateIpAddresses). Those
+// enforce the catalog's per-type limits (MaxENIs per network card,
+// IPv4PerENI counting each /28 as one slot) through the model. SetFault injects throttling, server errors and latency
 // per action from a seeded random source; Calls counts requests per action so
 // tests can see the SDK retry.
 package ec2
@@ -52,7 +56,8 @@ type Fault struct {
 type Options struct {
 	// Model is the VPC the actions read and change. Required.
 	Model *vpc.Model
-	// Catalog answers DescribeInstanceTypes. Default is catalog.Default().
+	// Catalog answers DescribeInstanceTypes and gives each instance type's
+	// ENI and address limits. Default is catalog.Default().
 	Catalog []catalog.InstanceType
 	// Rand drives fault injection and request ids. Default is a PCG with a
 	// fixed seed, so runs repeat.
@@ -74,7 +79,7 @@ type Server struct {
 	calls    map[string]int
 }
 
-// New returns a server with the describe actions registered.
+// New returns a server with the describe and network-interface actions registered.
 func New(opts Options) (*Server, error) {
 	if opts.Model == nil {
 		return nil, errors.New("ec2 server: no vpc model")
@@ -102,6 +107,13 @@ func New(opts Options) (*Server, error) {
 	s.Handle("DescribeInstanceTypes", s.describeInstanceTypes)
 	s.Handle("DescribeNetworkInterfaces", s.describeNetworkInterfaces)
 	s.Handle("DescribeSubnets", s.describeSubnets)
+	s.Handle("CreateNetworkInterface", s.createNetworkInterface)
+	s.Handle("AttachNetworkInterface", s.attachNetworkInterface)
+	s.Handle("ModifyNetworkInterfaceAttribute", s.modifyNetworkInterfaceAttribute)
+	s.Handle("AssignPrivateIpAddresses", s.assignPrivateIPAddresses)
+	s.Handle("UnassignPrivateIpAddresses", s.unassignPrivateIPAddresses)
+	s.Handle("DetachNetworkInterface", s.detachNetworkInterface)
+	s.Handle("DeleteNetworkInterface", s.deleteNetworkInterface)
 	return s, nil
 }
 

@@ -5,7 +5,8 @@
 // token on every GET; requests without a valid token get 401, as a real
 // instance configured with HttpTokens=required answers. The metadata tree is
 // built from the live model on every request, so ENIs and addresses that EC2
-// adds show up at once. The node role's credentials come from an
+// attaches or assigns show up at once under network/interfaces/macs/, and
+// those it detaches or unassigns are gone from the next read. The node role's credentials come from an
 // aws.CredentialsProvider, which is what the SDK's ec2rolecreds provider and
 // the default credential chain read back.
 package imds

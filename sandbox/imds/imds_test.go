@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -345,4 +346,83 @@ func TestNoRoleHasNoIAMTree(t *testing.T) {
 	if _, err := c.GetIAMInfo(t.Context(), nil); err == nil {
 		t.Error("GetIAMInfo succeeded without a role")
 	}
+}
+
+// TestAttachedENITree reads the tree of a second ENI with raw requests as it
+// is attached, given addresses and a prefix, trimmed and detached.
+func TestAttachedENITree(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	_, token, _ := rawRequest(t, http.MethodPut, f.url+"/latest/api/token", map[string]string{ttlHeader: "60"})
+	get := func(path string) (int, string) {
+		t.Helper()
+		code, body, _ := rawRequest(t, http.MethodGet, f.url+"/latest/meta-data/"+path, map[string]string{tokenHeader: token})
+		return code, body
+	}
+	limits := func(string) vpc.Limits { return vpc.Limits{MaxENIs: 3, IPv4PerENI: 10} }
+	eni, err := f.model.CreateENI(vpc.ENISpec{SubnetID: f.inst.SubnetID}, limits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := "network/interfaces/macs/" + eni.MAC + "/"
+	if code, _ := get(dir); code != http.StatusNotFound {
+		t.Errorf("unattached ENI: status %d, want 404", code)
+	}
+	if _, err := f.model.AttachENI(eni.ID, f.inst.ID, 1, 0, limits); err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.model.AssignAddresses(eni.ID, vpc.AddressRequest{Count: 2, PrefixCount: 1}, limits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subnet, _ := f.model.Subnet(f.inst.SubnetID)
+	ips := []string{eni.PrimaryIP().String(), got.Addresses[0].String(), got.Addresses[1].String()}
+	tests := []struct{ path, want string }{
+		{"network/interfaces/macs/", strings.Join(sortedMACs(f.eni.MAC, eni.MAC), "\n")},
+		{dir + "device-number", "1"},
+		{dir + "network-card", "0"},
+		{dir + "interface-id", eni.ID},
+		{dir + "local-ipv4s", strings.Join(ips, "\n")},
+		{dir + "ipv4-prefix", got.Prefixes[0].String()},
+		{dir + "subnet-id", f.inst.SubnetID},
+		{dir + "subnet-ipv4-cidr-block", subnet.CIDR.String()},
+		{dir + "vpc-ipv4-cidr-blocks", "10.0.0.0/16"},
+		{dir + "local-hostname", f.model.PrivateDNSName(eni.PrimaryIP())},
+		{"mac", f.eni.MAC}, // still the primary ENI's
+	}
+	for _, tt := range tests {
+		if code, body := get(tt.path); code != http.StatusOK || body != tt.want {
+			t.Errorf("%s = %d %q, want %q", tt.path, code, body, tt.want)
+		}
+	}
+
+	if err := f.model.UnassignAddresses(eni.ID, got.Addresses[:1], got.Prefixes); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get(dir + "local-ipv4s"); body != ips[0]+"\n"+ips[2] {
+		t.Errorf("local-ipv4s after unassign = %d %q", code, body)
+	}
+	if code, _ := get(dir + "ipv4-prefix"); code != http.StatusNotFound {
+		t.Errorf("ipv4-prefix after unassign: status %d, want 404", code)
+	}
+
+	e, _ := f.model.ENI(eni.ID)
+	if err := f.model.DetachENI(e.Attachment.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := get(dir + "interface-id"); code != http.StatusNotFound {
+		t.Errorf("detached ENI: status %d, want 404", code)
+	}
+	if _, body := get("network/interfaces/macs/"); body != f.eni.MAC+"/" {
+		t.Errorf("macs after detach = %q", body)
+	}
+}
+
+func sortedMACs(macs ...string) []string {
+	out := make([]string, len(macs))
+	for i, m := range macs {
+		out[i] = m + "/"
+	}
+	slices.Sort(out)
+	return out
 }

@@ -97,6 +97,9 @@ func (s *Server) interfaceNode(e vpc.ENI) (*node, error) {
 		"vpc-ipv4-cidr-block":    leaf(vpcCIDR),
 		"vpc-ipv4-cidr-blocks":   leaf(vpcCIDR),
 	}
+	if e.Attachment != nil {
+		n["network-card"] = leaf(strconv.Itoa(e.Attachment.NetworkCardIndex))
+	}
 	// Like the real service, the key exists only once prefixes are delegated.
 	if len(e.IPv4Prefixes) > 0 {
 		prefixes := make([]string, len(e.IPv4Prefixes))

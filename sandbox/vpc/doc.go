@@ -8,7 +8,19 @@
 // callers may keep and change what they get without touching the model.
 //
 // Ids are deterministic and shaped like AWS's (i-0…, eni-0…, subnet-0…, MACs
-// 02:…), so tests can run twice and see the same names. Addresses come from
-// the subnet's CIDR without duplicates, skipping the first four and the last
-// address, which AWS reserves.
+// 02:…), so tests can run twice and see the same names.
+//
+// Each subnet keeps a free-address bitmap. Addresses come from it without
+// duplicates, skipping the first four and the last address, which AWS
+// reserves; /28 prefixes must be /28-aligned and wholly free, so a
+// fragmented subnet can have single addresses but no prefix. Unassigning an
+// address or prefix, or deleting an ENI, returns its addresses to the map.
+// Reserve and Fragment shape the map on purpose, for tests.
+//
+// ENIs go through EC2's lifecycle: CreateENI (available), AttachENI (in-use),
+// ModifyENI, AssignAddresses and UnassignAddresses, DetachENI and DeleteENI.
+// The model does not know instance types; callers pass a LimitsFunc that
+// gives each type's ENI and per-ENI IPv4 limits, and the model enforces them
+// under its lock. Failures wrap the class errors of errors.go (ErrNotFound,
+// ErrNoFreePrefix, ErrAttachmentLimit, …) so that EC2 can pick its codes.
 package vpc

@@ -134,11 +134,7 @@ func (m *Model) addSubnet(sc SubnetConfig) error {
 			return fmt.Errorf("subnet cidr %s: overlaps %s", cidr, id)
 		}
 	}
-	s := &subnetState{
-		Subnet: Subnet{ID: m.newID("subnet"), VPCID: m.vpc.ID, Zone: zone, CIDR: cidr, Tags: copyTags(sc.Tags)},
-		used:   map[netip.Addr]bool{},
-	}
-	s.AvailableIPs = s.capacity()
+	s := newSubnetState(Subnet{ID: m.newID("subnet"), VPCID: m.vpc.ID, Zone: zone, CIDR: cidr, Tags: copyTags(sc.Tags)})
 	m.subnets[s.ID], m.subnetIDs = s, append(m.subnetIDs, s.ID)
 	return nil
 }

@@ -83,7 +83,8 @@ type Instance struct {
 	PrivateIP      netip.Addr
 	PrivateDNSName string // ip-10-0-1-5.us-west-2.compute.internal
 	Tags           map[string]string
-	// ENIIDs lists the attached ENIs by device index; ENIIDs[0] is the primary one.
+	// ENIIDs lists the attached ENIs by device index (then network card
+	// index); ENIIDs[0] is the primary one.
 	ENIIDs []string
 }
 
@@ -96,11 +97,12 @@ const (
 	ENIInUse     ENIStatus = "in-use"
 )
 
-// Attachment binds an ENI to an instance at a device index.
+// Attachment binds an ENI to an instance at a device index of a network card.
 type Attachment struct {
 	ID                  string
 	InstanceID          string
 	DeviceIndex         int
+	NetworkCardIndex    int
 	AttachTime          time.Time
 	DeleteOnTermination bool
 }
@@ -126,6 +128,10 @@ type ENI struct {
 	SecurityGroupIDs []string
 	Tags             map[string]string
 }
+
+// Slots counts the ENI's IPv4 slots as EC2 does for prefix delegation on
+// Nitro: each address, the primary included, is one slot and so is each /28.
+func (e ENI) Slots() int { return len(e.PrivateIPs) + len(e.IPv4Prefixes) }
 
 // PrimaryIP returns the ENI's primary private address, or the zero Addr if it has none.
 func (e ENI) PrimaryIP() netip.Addr {
