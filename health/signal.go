@@ -63,6 +63,9 @@ type Signal struct {
 	Severity Severity
 	// Message is for humans.
 	Message string
+	// Cleared says the problem named by Reason is gone: a probe that failed
+	// passes again. Reasons that clear by a quiet period need not send it.
+	Cleared bool
 }
 
 // Reporter takes health signals. Implementations must be safe for concurrent
