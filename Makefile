@@ -27,7 +27,7 @@ build: ## Build every binary into bin/.
 deps: ## Install the apt packages the tests need (root).
 	@./hack/install-deps.sh
 
-testenv: ## Build (or reuse) kube-apiserver, scheduler, controller-manager and etcd.
+testenv: ## Build (or reuse) kube-apiserver, scheduler, controller-manager, kubelet and etcd.
 	@./hack/testenv.sh >/dev/null
 	@echo "testenv: $(TESTENV_DIR)"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # testenv.sh builds the control plane that autonode's tests run for real:
-# kube-apiserver, kube-scheduler and kube-controller-manager v1.37.2, and
-# etcd v3.7.3, from the Go module proxy, into a cache folder that later
+# kube-apiserver, kube-scheduler, kube-controller-manager and kubelet v1.37.2,
+# and etcd v3.7.3, from the Go module proxy, into a cache folder that later
 # runs reuse. It prints the folder on its last line.
 #
 #   TESTENV_DIR   where the binaries go (default: $XDG_CACHE_HOME or ~/.cache,
@@ -41,4 +41,7 @@ build etcd etcd go.etcd.io/etcd/server/v3
 build kube-apiserver k8s-bins k8s.io/kubernetes/cmd/kube-apiserver "$ldflags"
 build kube-scheduler k8s-bins k8s.io/kubernetes/cmd/kube-scheduler "$ldflags"
 build kube-controller-manager k8s-bins k8s.io/kubernetes/cmd/kube-controller-manager "$ldflags"
+# The kubelet runs only in the optional "real kubelet" tier (device plugins
+# registering for real); it needs root and containerd at test time.
+build kubelet k8s-bins k8s.io/kubernetes/cmd/kubelet "$ldflags"
 echo "$dir"

@@ -107,17 +107,17 @@ type Neuron struct {
 }
 
 // Allowed values, shared by validation and the flag usage strings.
-func logFormats() []string { return []string{"json", "text"} }
-func logLevels() []string  { return []string{"debug", "info", "warn", "error"} }
+func logFormats() []string  { return []string{"json", "text"} }
+func logLevels() []string   { return []string{"debug", "info", "warn", "error"} }
 func neuronModes() []string { return []string{"core", "device"} }
 
 // Default returns the configuration used when nothing overrides it.
 func Default() Config {
 	return Config{
-		Log:             Log{Format: "json", Level: "info"},
-		HTTP:            HTTP{Address: "127.0.0.1:61680"},
-		IMDS:            IMDS{Timeout: metav1.Duration{Duration: 5 * time.Second}},
-		Kubernetes:      Kubernetes{QPS: 20, Burst: 40},
+		Log:        Log{Format: "json", Level: "info"},
+		HTTP:       HTTP{Address: "127.0.0.1:61680"},
+		IMDS:       IMDS{Timeout: metav1.Duration{Duration: 5 * time.Second}},
+		Kubernetes: Kubernetes{QPS: 20, Burst: 40},
 		DevicePlugins: DevicePlugins{
 			Enabled:   true,
 			Dir:       "/var/lib/kubelet/device-plugins/",
