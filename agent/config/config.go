@@ -30,6 +30,8 @@ type Config struct {
 	Kubernetes Kubernetes `json:"kubernetes"`
 	// DevicePlugins configures the NVIDIA, Neuron and EFA device plugins.
 	DevicePlugins DevicePlugins `json:"devicePlugins"`
+	// PodIdentity configures the Pod Identity credentials endpoint.
+	PodIdentity PodIdentity `json:"podIdentity"`
 	// ShutdownTimeout bounds a graceful stop: how long subsystems get to
 	// return after SIGTERM. Default is 30s.
 	ShutdownTimeout metav1.Duration `json:"shutdownTimeout"`
@@ -67,6 +69,23 @@ type Kubernetes struct {
 	QPS float32 `json:"qps"`
 	// Burst is the short-term request allowance above QPS. Default is 40.
 	Burst int `json:"burst"`
+}
+
+// PodIdentity configures the EKS Pod Identity endpoint on 169.254.170.23 and
+// fd00:ec2::23. It runs when ClusterName is set.
+type PodIdentity struct {
+	// ClusterName is the EKS cluster whose associations EKS Auth applies.
+	// Empty turns the endpoint off.
+	ClusterName string `json:"clusterName,omitempty"`
+	// EKSAuthEndpoint overrides https://eks-auth.<region>.api.aws; the
+	// sandbox points it at its emulator.
+	EKSAuthEndpoint string `json:"eksAuthEndpoint,omitempty"`
+	// Port is the TCP port on both addresses. Default is 80, the port the
+	// EKS webhook writes into pods' AWS_CONTAINER_CREDENTIALS_FULL_URI.
+	Port int `json:"port"`
+	// MaxCacheEntries bounds the credential cache (one entry per service
+	// account token). Default is 2000.
+	MaxCacheEntries int `json:"maxCacheEntries"`
 }
 
 // DevicePlugins configures the kubelet device plugins. Each plugin serves only
@@ -114,10 +133,11 @@ func neuronModes() []string { return []string{"core", "device"} }
 // Default returns the configuration used when nothing overrides it.
 func Default() Config {
 	return Config{
-		Log:        Log{Format: "json", Level: "info"},
-		HTTP:       HTTP{Address: "127.0.0.1:61680"},
-		IMDS:       IMDS{Timeout: metav1.Duration{Duration: 5 * time.Second}},
-		Kubernetes: Kubernetes{QPS: 20, Burst: 40},
+		Log:         Log{Format: "json", Level: "info"},
+		HTTP:        HTTP{Address: "127.0.0.1:61680"},
+		IMDS:        IMDS{Timeout: metav1.Duration{Duration: 5 * time.Second}},
+		Kubernetes:  Kubernetes{QPS: 20, Burst: 40},
+		PodIdentity: PodIdentity{Port: 80, MaxCacheEntries: 2000},
 		DevicePlugins: DevicePlugins{
 			Enabled:   true,
 			Dir:       "/var/lib/kubelet/device-plugins/",
@@ -204,6 +224,17 @@ func (c Config) Validate() error {
 		bad("kubernetes.burst", "kube-api-burst", strconv.Itoa(c.Kubernetes.Burst), "must be at least 1 and at least kubernetes.qps")
 	}
 	positive("shutdownTimeout", "shutdown-timeout", c.ShutdownTimeout, 10*time.Minute)
+	if e := c.PodIdentity.EKSAuthEndpoint; e != "" {
+		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("podIdentity.eksAuthEndpoint", "eks-auth-endpoint", e, "must be an absolute http:// or https:// URL, or empty for the region's")
+		}
+	}
+	if p := c.PodIdentity.Port; p < 1 || p > 65535 {
+		bad("podIdentity.port", "", strconv.Itoa(p), "must be a port from 1 to 65535")
+	}
+	if n := c.PodIdentity.MaxCacheEntries; n < 1 || n > 1_000_000 {
+		bad("podIdentity.maxCacheEntries", "", strconv.Itoa(n), "must be from 1 to 1000000")
+	}
 	dp := c.DevicePlugins
 	for _, f := range []struct{ field, flag, value string }{
 		{"devicePlugins.dir", "device-plugin-dir", dp.Dir},

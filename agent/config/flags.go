@@ -50,6 +50,10 @@ func options() []option {
 			func(c *Config) flag.Value { return (*stringValue)(&c.DevicePlugins.SysfsRoot) }},
 		{"neuron-mode", "The one Neuron `resource` this node advertises: " + strings.Join(neuronModes(), " (aws.amazon.com/neuroncore) or ") + " (aws.amazon.com/neuron).",
 			func(c *Config) flag.Value { return (*stringValue)(&c.DevicePlugins.Neuron.Mode) }},
+		{"cluster-name", "EKS cluster `name` for Pod Identity; empty turns the Pod Identity endpoint off.",
+			func(c *Config) flag.Value { return (*stringValue)(&c.PodIdentity.ClusterName) }},
+		{"eks-auth-endpoint", "EKS Auth API `URL`; empty uses https://eks-auth.<region>.api.aws.",
+			func(c *Config) flag.Value { return (*stringValue)(&c.PodIdentity.EKSAuthEndpoint) }},
 		{"shutdown-timeout", "How long (a `duration`) subsystems get to stop after SIGTERM before the agent exits anyway.",
 			func(c *Config) flag.Value { return (*durationValue)(&c.ShutdownTimeout) }},
 	}

@@ -30,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -45,6 +46,7 @@ import (
 	"github.com/autonode/autonode/deploy"
 	"github.com/autonode/autonode/sandbox/catalog"
 	"github.com/autonode/autonode/sandbox/ec2"
+	"github.com/autonode/autonode/sandbox/eksauth"
 	"github.com/autonode/autonode/sandbox/imds"
 	"github.com/autonode/autonode/sandbox/netnsutil"
 	"github.com/autonode/autonode/sandbox/vpc"
@@ -58,6 +60,15 @@ const (
 	imdsAddr = "169.254.169.254"
 	// AgentStatusAddr is the agent's status server inside the node netns.
 	AgentStatusAddr = "127.0.0.1:61680"
+	// ClusterName is the sandbox cluster's name, for Pod Identity.
+	ClusterName = "sandbox"
+	// The service account associated with a role in the EKS Auth emulator.
+	DemoNamespace      = "default"
+	DemoServiceAccount = "demo"
+	DemoRoleARN        = "arn:aws:iam::111122223333:role/sandbox-demo"
+	// PodIdentityURL is where pods get credentials, as the EKS webhook
+	// tells their SDKs.
+	PodIdentityURL = "http://169.254.170.23/v1/credentials"
 )
 
 // Options configures Up.
@@ -87,8 +98,11 @@ type Node struct {
 	// EC2Endpoint is the EC2 emulator's URL on the host.
 	EC2Endpoint string
 
-	Model  *vpc.Model
-	EC2    *ec2.Server
+	Model   *vpc.Model
+	EC2     *ec2.Server
+	EKSAuth *eksauth.Server
+	// Issuer signs service-account tokens that the EKS Auth emulator accepts.
+	Issuer *eksauth.Issuer
 	Client kubernetes.Interface
 
 	ns        netns.NsHandle
@@ -176,7 +190,10 @@ func Up(ctx context.Context, opts Options) (_ *Node, err error) {
 	if err != nil {
 		return n, err
 	}
-	n.serve(imdsLn, imds.New(n.Model, inst.ID, imds.Options{Logger: opts.Logger}))
+	// The node role's credentials are the ones the EKS Auth emulator checks
+	// signatures against.
+	nodeCreds := credentials.NewStaticCredentialsProvider(eksauth.TestAccessKeyID, eksauth.TestSecretAccessKey, "")
+	n.serve(imdsLn, imds.New(n.Model, inst.ID, imds.Options{Logger: opts.Logger, RoleName: "autonode-sandbox-node", Credentials: nodeCreds}))
 	step("IMDSv2 emulator on " + imdsAddr + ":80 in the node namespace")
 
 	// EC2 on the host, forwarded into the namespace on the same port.
@@ -194,6 +211,26 @@ func Up(ctx context.Context, opts Options) (_ *Node, err error) {
 		return n, err
 	}
 	step("EC2 emulator on " + n.EC2Endpoint + " (host and node namespace)")
+
+	// EKS Auth, for the agent's Pod Identity endpoint.
+	if n.Issuer, err = eksauth.NewIssuer("https://oidc.sandbox.autonode.dev"); err != nil {
+		return n, fmt.Errorf("token issuer: %w", err)
+	}
+	n.EKSAuth, err = eksauth.New(eksauth.Options{ClusterName: ClusterName, Region: n.Model.Region(), Issuer: n.Issuer, Logger: opts.Logger})
+	if err != nil {
+		return n, fmt.Errorf("eks auth emulator: %w", err)
+	}
+	n.EKSAuth.Associate(DemoNamespace, DemoServiceAccount, DemoRoleARN)
+	authLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return n, fmt.Errorf("eks auth emulator: %w", err)
+	}
+	n.serve(authLn, n.EKSAuth)
+	eksAuthEndpoint := "http://" + authLn.Addr().String()
+	if err := n.forward(authLn.Addr().String()); err != nil {
+		return n, err
+	}
+	step("EKS Auth emulator on " + eksAuthEndpoint + "; " + DemoNamespace + "/" + DemoServiceAccount + " may assume " + DemoRoleARN)
 
 	// The control plane.
 	step("starting etcd and kube-apiserver v1.37.2")
@@ -242,8 +279,8 @@ func Up(ctx context.Context, opts Options) (_ *Node, err error) {
 	step("created Node " + inst.ID + " with providerID " + n.ProviderID + " and taint " + kubenode.StartupTaintKey)
 
 	agentConfig := filepath.Join(opts.StateDir, "agent.yaml")
-	cfg := fmt.Sprintf("# Written by autonode-sandbox.\nlog:\n  format: text\nhttp:\n  address: %s\nkubernetes:\n  kubeconfig: %s\nshutdownTimeout: 20s\n",
-		AgentStatusAddr, agentKubeconfig)
+	cfg := fmt.Sprintf("# Written by autonode-sandbox.\nlog:\n  format: text\nhttp:\n  address: %s\nkubernetes:\n  kubeconfig: %s\npodIdentity:\n  clusterName: %s\n  eksAuthEndpoint: %s\nshutdownTimeout: 20s\n",
+		AgentStatusAddr, agentKubeconfig, ClusterName, eksAuthEndpoint)
 	if err := os.WriteFile(agentConfig, []byte(cfg), 0o644); err != nil {
 		return n, fmt.Errorf("agent config: %w", err)
 	}
@@ -442,6 +479,28 @@ func (n *Node) AgentHTTPClient() *http.Client {
 			return conn, err
 		}},
 	}
+}
+
+// PodCredentials asks the agent's Pod Identity endpoint, from inside the
+// node's namespace, for the credentials of namespace/serviceAccount, as a
+// pod's AWS SDK would with its projected token.
+func (n *Node) PodCredentials(ctx context.Context, namespace, serviceAccount string) (int, []byte, error) {
+	token, err := n.Issuer.Mint(eksauth.Token{Namespace: namespace, ServiceAccount: serviceAccount})
+	if err != nil {
+		return 0, nil, fmt.Errorf("minting a token for %s/%s: %w", namespace, serviceAccount, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, PodIdentityURL, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", token)
+	resp, err := n.AgentHTTPClient().Do(req)
+	if err != nil {
+		return 0, nil, fmt.Errorf("GET %s: %w", PodIdentityURL, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return resp.StatusCode, body, err
 }
 
 // AgentStatusURL is the agent's status server as AgentHTTPClient reaches it.

@@ -90,6 +90,20 @@ func TestSandboxNodeReachesReady(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// Pod Identity: a pod's token for the associated service account gets the
+	// credentials that EKS Auth issued; another service account gets none.
+	code, body, err := node.PodCredentials(ctx, DemoNamespace, DemoServiceAccount)
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("pod identity for %s/%s: %d %s %v", DemoNamespace, DemoServiceAccount, code, body, err)
+	}
+	issued := node.EKSAuth.Issued()
+	if len(issued) != 1 || !strings.Contains(string(body), issued[0].AccessKeyID) {
+		t.Errorf("pod identity answered %s, want the credentials EKS Auth issued (%d issued)", body, len(issued))
+	}
+	if code, body, err := node.PodCredentials(ctx, DemoNamespace, "unassociated"); err != nil || code == http.StatusOK {
+		t.Errorf("an unassociated service account got %d %s %v", code, body, err)
+	}
+
 	// The host must not see the node's IMDS address: it lives in the netns.
 	if out, _ := exec.Command("ip", "-o", "addr", "show", "to", imdsAddr).Output(); len(out) > 0 {
 		t.Errorf("the IMDS address leaked into the host namespace: %s", out)

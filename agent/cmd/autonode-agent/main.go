@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
@@ -25,6 +26,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/autonode/autonode/agent/config"
+	"github.com/autonode/autonode/agent/identity"
+	"github.com/autonode/autonode/agent/identity/eksauth"
 	"github.com/autonode/autonode/agent/instance"
 	"github.com/autonode/autonode/agent/kubenode"
 	"github.com/autonode/autonode/agent/sdnotify"
@@ -116,6 +119,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			Logger:     logger,
 		})},
 	}
+	if cfg.PodIdentity.ClusterName != "" {
+		spec, err := podIdentity(ctx, cfg, id, logger, registry)
+		if err != nil {
+			return err
+		}
+		specs = append(specs, spec)
+	}
 	if cfg.DevicePlugins.Enabled {
 		plugins, err := devicePlugins(cfg.DevicePlugins, logger, reporter, registry)
 		if err != nil {
@@ -163,6 +173,36 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	logger.Info("stopped cleanly")
 	return nil
+}
+
+// podIdentity builds the Pod Identity endpoint. It signs EKS Auth calls with
+// the node's own credentials, from the SDK's chain: on EC2 the instance role
+// through the same IMDS the agent reads its identity from.
+func podIdentity(ctx context.Context, cfg config.Config, id instance.Identity, logger *slog.Logger, reg prometheus.Registerer) (subsystem.Spec, error) {
+	opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(id.Region)}
+	if cfg.IMDS.Endpoint != "" {
+		opts = append(opts, awsconfig.WithEC2IMDSEndpoint(cfg.IMDS.Endpoint))
+	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return subsystem.Spec{}, fmt.Errorf("pod identity: AWS configuration: %w", err)
+	}
+	client, err := eksauth.New(ctx, eksauth.Options{Region: id.Region, Endpoint: cfg.PodIdentity.EKSAuthEndpoint, Credentials: awsCfg.Credentials})
+	if err != nil {
+		return subsystem.Spec{}, fmt.Errorf("pod identity: %w", err)
+	}
+	server, err := identity.New(identity.Options{
+		ClusterName: cfg.PodIdentity.ClusterName,
+		EKSAuth:     client,
+		Port:        cfg.PodIdentity.Port,
+		Cache:       identity.CacheOptions{MaxEntries: cfg.PodIdentity.MaxCacheEntries},
+		Logger:      logger,
+		Registerer:  reg,
+	})
+	if err != nil {
+		return subsystem.Spec{}, fmt.Errorf("pod identity: %w", err)
+	}
+	return subsystem.Spec{Subsystem: server}, nil
 }
 
 // devicePlugins returns a supervised plugin for each kind of accelerator

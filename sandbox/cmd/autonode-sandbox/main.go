@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -94,6 +95,7 @@ func watch(ctx context.Context, node *localnode.Node, out io.Writer, exitWhenRea
 		if ready && !announced {
 			fmt.Fprintln(out, "[sandbox] agent ready")
 			announced = true
+			showPodIdentity(ctx, node, out)
 			if exitWhenReady {
 				return nil
 			}
@@ -146,6 +148,20 @@ func status(ctx context.Context, node *localnode.Node, httpc *http.Client) (read
 		fmt.Fprintf(&b, "  %-26s %-6s %s %s\n", c.Type, c.Status, c.Reason, c.Message)
 	}
 	return ready, b.String()
+}
+
+// showPodIdentity asks the agent for a demo pod's credentials, as the pod's
+// AWS SDK would, and prints what came back (never the secret).
+func showPodIdentity(ctx context.Context, node *localnode.Node, out io.Writer) {
+	who := localnode.DemoNamespace + "/" + localnode.DemoServiceAccount
+	code, body, err := node.PodCredentials(ctx, localnode.DemoNamespace, localnode.DemoServiceAccount)
+	if err != nil || code != http.StatusOK {
+		fmt.Fprintf(out, "[sandbox] pod identity for %s: %d %s %v\n", who, code, strings.TrimSpace(string(body)), err)
+		return
+	}
+	var creds struct{ AccessKeyId, Expiration string }
+	_ = json.Unmarshal(body, &creds)
+	fmt.Fprintf(out, "[sandbox] pod identity: %s got credentials %s (expire %s) from %s\n", who, creds.AccessKeyId, creds.Expiration, localnode.PodIdentityURL)
 }
 
 func orNone(s string) string {

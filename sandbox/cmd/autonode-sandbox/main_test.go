@@ -36,6 +36,7 @@ func TestRunReachesAgentReady(t *testing.T) {
 		"[+]node ok",
 		"agent-version: ", // followed by the version, checked below
 		"[sandbox] agent ready",
+		"[sandbox] pod identity: default/demo got credentials",
 		"[sandbox] all removed",
 	} {
 		if !strings.Contains(out, want) {
