@@ -53,7 +53,8 @@ func TestFetchFromEmulator(t *testing.T) {
 		t.Fatal(err)
 	}
 	if id.InstanceID != inst.ID || id.InstanceType != "c5.large" || id.AvailabilityZone != inst.Zone.Name ||
-		id.PrivateIPv4 != inst.PrivateIP || id.Hostname != inst.PrivateDNSName || len(id.MACs) != 1 || id.MACs[0] != id.MAC {
+		id.PrivateIPv4 != inst.PrivateIP || id.Hostname != inst.PrivateDNSName || len(id.MACs) != 1 || id.MACs[0] != id.MAC ||
+		len(id.VPCCIDRs) != 1 || id.VPCCIDRs[0].String() != "10.0.0.0/16" {
 		t.Errorf("Fetch() = %+v, instance %+v", id, inst)
 	}
 	if !strings.Contains(log.String(), "attempts=1") {

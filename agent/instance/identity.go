@@ -35,6 +35,9 @@ type Identity struct {
 	MACs        []string
 	PrivateIPv4 netip.Addr
 	Hostname    string
+	// VPCCIDRs are the VPC's IPv4 blocks, the first one primary: traffic to
+	// them is not SNATed, and the VPC resolver is the primary's base + 2.
+	VPCCIDRs []netip.Prefix
 }
 
 // ProviderID is the Kubernetes spec.providerID of this instance's Node.
@@ -130,6 +133,16 @@ func fetchOnce(ctx context.Context, client MetadataGetter, timeout time.Duration
 		}
 		raw[p] = v
 	}
+	// The VPC's blocks are listed under the primary interface.
+	mac := strings.TrimSpace(raw[PathMAC])
+	if _, err := parseMAC(mac); err != nil {
+		return Parse(raw) // reports the bad MAC
+	}
+	v, err := get(PathMACs + mac + "/vpc-ipv4-cidr-blocks")
+	if err != nil {
+		return Identity{}, err
+	}
+	raw[KeyVPCCIDRs] = v
 	return Parse(raw)
 }
 
@@ -146,6 +159,8 @@ const (
 	PathHostname     = "local-hostname"
 	PathMAC          = "mac"
 	PathMACs         = "network/interfaces/macs/"
+	// KeyVPCCIDRs holds network/interfaces/macs/<primary MAC>/vpc-ipv4-cidr-blocks.
+	KeyVPCCIDRs = "vpc-ipv4-cidr-blocks"
 )
 
 var (
@@ -210,6 +225,21 @@ func Parse(raw Raw) (Identity, error) {
 			continue
 		}
 		id.MACs = append(id.MACs, m)
+	}
+	for line := range strings.Lines(raw[KeyVPCCIDRs]) {
+		entry := strings.TrimSpace(line)
+		if entry == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(entry)
+		if err != nil || !p.Addr().Is4() || p != p.Masked() {
+			bad(KeyVPCCIDRs, entry, "not an IPv4 CIDR block")
+			continue
+		}
+		id.VPCCIDRs = append(id.VPCCIDRs, p)
+	}
+	if len(id.VPCCIDRs) == 0 && len(errs) == 0 {
+		bad(KeyVPCCIDRs, raw[KeyVPCCIDRs], "lists no VPC CIDR block")
 	}
 	if len(errs) == 0 && !slices.Contains(id.MACs, id.MAC) {
 		bad(PathMACs, strings.Join(id.MACs, ","), "does not list the primary MAC "+id.MAC)

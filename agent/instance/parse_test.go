@@ -16,6 +16,7 @@ func validRaw() Raw {
 		PathHostname:     "ip-10-0-1-5.us-west-2.compute.internal",
 		PathMAC:          "02:AB:cd:00:11:22",
 		PathMACs:         "02:ab:cd:00:11:22/\n02:ab:cd:00:11:33/\n",
+		KeyVPCCIDRs:      "10.0.0.0/16\n100.64.0.0/16",
 	}
 }
 
@@ -35,6 +36,9 @@ func TestParseValid(t *testing.T) {
 	}
 	if got := strings.Join(id.MACs, ","); got != "02:ab:cd:00:11:22,02:ab:cd:00:11:33" {
 		t.Errorf("MACs = %s", got)
+	}
+	if len(id.VPCCIDRs) != 2 || id.VPCCIDRs[0] != netip.MustParsePrefix("10.0.0.0/16") {
+		t.Errorf("VPCCIDRs = %v", id.VPCCIDRs)
 	}
 	if got := id.ProviderID(); got != "aws:///us-west-2a/i-0123456789abcdef0" {
 		t.Errorf("ProviderID() = %s", got)
@@ -58,6 +62,9 @@ func TestParseRejects(t *testing.T) {
 		{PathMAC, "02:ab", "not a 48-bit MAC"},
 		{PathMACs, "zz/\n", "not a 48-bit MAC"},
 		{PathMACs, "02:ab:cd:00:11:33/\n", "does not list the primary MAC"},
+		{KeyVPCCIDRs, "10.0.0.1/16", "not an IPv4 CIDR block"},
+		{KeyVPCCIDRs, "fd00::/8", "not an IPv4 CIDR block"},
+		{KeyVPCCIDRs, "", "lists no VPC CIDR block"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.path+"="+tt.value, func(t *testing.T) {
@@ -95,15 +102,15 @@ func TestParseAcceptsLocalZone(t *testing.T) {
 // identity whose fields all passed their checks, or an error; never panic.
 func FuzzParse(f *testing.F) {
 	r := validRaw()
-	f.Add(r[PathInstanceID], r[PathInstanceType], r[PathZone], r[PathRegion], r[PathLocalIPv4], r[PathHostname], r[PathMAC], r[PathMACs])
-	f.Add("i-1", "x", "", "", "::1", "", "", "\n/\n")
-	f.Fuzz(func(t *testing.T, iid, typ, zone, region, ip, host, mac, macs string) {
+	f.Add(r[PathInstanceID], r[PathInstanceType], r[PathZone], r[PathRegion], r[PathLocalIPv4], r[PathHostname], r[PathMAC], r[PathMACs], r[KeyVPCCIDRs])
+	f.Add("i-1", "x", "", "", "::1", "", "", "\n/\n", "x")
+	f.Fuzz(func(t *testing.T, iid, typ, zone, region, ip, host, mac, macs, cidrs string) {
 		id, err := Parse(Raw{PathInstanceID: iid, PathInstanceType: typ, PathZone: zone, PathRegion: region,
-			PathLocalIPv4: ip, PathHostname: host, PathMAC: mac, PathMACs: macs})
+			PathLocalIPv4: ip, PathHostname: host, PathMAC: mac, PathMACs: macs, KeyVPCCIDRs: cidrs})
 		if err != nil {
 			return
 		}
-		if !id.PrivateIPv4.Is4() || !strings.HasPrefix(id.AvailabilityZone, id.Region) || len(id.MACs) == 0 {
+		if !id.PrivateIPv4.Is4() || !strings.HasPrefix(id.AvailabilityZone, id.Region) || len(id.MACs) == 0 || len(id.VPCCIDRs) == 0 {
 			t.Fatalf("Parse accepted an inconsistent identity: %+v", id)
 		}
 	})
