@@ -9,8 +9,18 @@ import (
 	"io/fs"
 )
 
-//go:embed rbac/*.yaml
+//go:embed rbac/*.yaml crds/*.yaml
 var manifests embed.FS
+
+// CRDs returns the CustomResourceDefinitions, one file per resource, as
+// controller-gen writes them.
+func CRDs() fs.FS {
+	sub, err := fs.Sub(manifests, "crds")
+	if err != nil {
+		panic(err) // the embedded tree is fixed at build time
+	}
+	return sub
+}
 
 // RBAC returns the ClusterRoles and bindings, one file per component.
 func RBAC() fs.FS {
