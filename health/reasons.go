@@ -106,6 +106,17 @@ const (
 	ReasonInterfaceDown            = "InterfaceDown"
 	ReasonRouteMissing             = "RouteMissing"
 	ReasonBPFProgramDetached       = "BPFProgramDetached"
+	ReasonIPAMPrefixFallback       = "IPAMPrefixFallback"
+	ReasonIPAMCheckpointCorrupt    = "IPAMCheckpointCorrupt"
+	// The journal and system monitors.
+	ReasonKubeletPLEGUnhealthy   = "KubeletPLEGUnhealthy"
+	ReasonContainerCreateFailed  = "ContainerCreateFailed"
+	ReasonContainerMountFailed   = "ContainerMountFailed"
+	ReasonTooManyOpenFiles       = "TooManyOpenFiles"
+	ReasonJournalReadError       = "JournalReadError"
+	ReasonJournalCursorCorrupted = "JournalCursorCorrupted"
+	ReasonJournalMonitorDisabled = "JournalMonitorDisabled"
+	ReasonSystemCheckDisabled    = "SystemCheckDisabled"
 	// The health subsystem's own.
 	ReasonRepairAttempted       = "RepairAttempted"
 	ReasonRepairFailed          = "RepairFailed"
@@ -129,9 +140,16 @@ func DefaultReasons() []Reason {
 		{ReasonKmsgRecordsLost, KernelReady, Info, false, quiet(10 * time.Minute), ActionNone, "the kmsg monitor missed records (ring buffer overrun)"},
 		{ReasonKmsgCursorCorrupted, KernelReady, Info, false, quiet(10 * time.Minute), ActionNone, "the kmsg monitor could not read its resume cursor and started afresh"},
 		{ReasonClockUnsynchronized, KernelReady, Warning, false, probe(), ActionNone, "the system clock is not synchronised"},
+		{ReasonTooManyOpenFiles, KernelReady, Warning, false, quiet(10 * time.Minute), ActionNone, "the kubelet or containerd logged too many open files"},
+		{ReasonJournalReadError, KernelReady, Info, false, quiet(10 * time.Minute), ActionNone, "the journal monitor met a corrupt or truncated journal file"},
+		{ReasonJournalCursorCorrupted, KernelReady, Info, false, quiet(10 * time.Minute), ActionNone, "the journal monitor could not read its resume cursor and started afresh"},
+		{ReasonJournalMonitorDisabled, KernelReady, Info, false, quiet(10 * time.Minute), ActionNone, "there is no journal to read; the journal monitor is off"},
+		{ReasonSystemCheckDisabled, KernelReady, Info, false, quiet(10 * time.Minute), ActionNone, "a system check has nothing to read here (no conntrack, say) and is off"},
 		// NetworkingReady.
 		{ReasonConntrackFull, NetworkingReady, Warning, false, quiet(10 * time.Minute), ActionNone, "the conntrack table is full; packets are dropped"},
 		{ReasonIPAMExhausted, NetworkingReady, Warning, false, quiet(5 * time.Minute), ActionNone, "no pod IP address could be allocated"},
+		{ReasonIPAMPrefixFallback, NetworkingReady, Warning, false, quiet(30 * time.Minute), ActionNone, "no free /28 in a subnet; IPAM hands out secondary IPs there instead"},
+		{ReasonIPAMCheckpointCorrupt, NetworkingReady, Warning, false, quiet(30 * time.Minute), ActionNone, "the IPAM checkpoint was unreadable; kept aside and rebuilt from the runtime and EC2"},
 		{ReasonInterfaceDown, NetworkingReady, Fatal, false, probe(), ActionReplace, "a primary or pod network interface is down"},
 		{ReasonRouteMissing, NetworkingReady, Fatal, false, probe(), ActionNone, "a route the node needs is missing"},
 		{ReasonBPFProgramDetached, NetworkingReady, Fatal, false, probe(), ActionNone, "a NetworkPolicy BPF program is not attached"},
@@ -150,6 +168,9 @@ func DefaultReasons() []Reason {
 		// ContainerRuntimeReady.
 		{ReasonContainerdUnresponsive, ContainerRuntimeReady, Fatal, false, probe(), ActionRestartContainerd, "containerd does not answer on its socket"},
 		{ReasonContainerdSnapshotFailed, ContainerRuntimeReady, Fatal, false, probe(), ActionRestartContainerd, "containerd cannot prepare snapshots"},
+		{ReasonKubeletPLEGUnhealthy, ContainerRuntimeReady, Warning, false, quiet(10 * time.Minute), ActionNone, "the kubelet logged that PLEG is not healthy"},
+		{ReasonContainerCreateFailed, ContainerRuntimeReady, Warning, false, quiet(10 * time.Minute), ActionNone, "containerd or the OCI runtime failed to create a container"},
+		{ReasonContainerMountFailed, ContainerRuntimeReady, Warning, false, quiet(10 * time.Minute), ActionNone, "a container's mounts failed"},
 		{ReasonKubeletUnhealthy, ContainerRuntimeReady, Warning, false, probe(), ActionRestartKubelet, "the kubelet's healthz endpoint fails"},
 		// Condition from the signal.
 		{ReasonSubsystemFailed, "", Warning, false, quiet(5 * time.Minute), ActionNone, "an agent subsystem failed and is being restarted (source = subsystem)"},

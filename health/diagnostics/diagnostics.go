@@ -58,7 +58,7 @@ func New(cfg *rest.Config, opts Options) (*Diagnostics, error) {
 	if cfg == nil {
 		return nil, errors.New("diagnostics: no apiserver config")
 	}
-	if opts.NodeName == "" {
+	if opts.NodeName == "" && opts.NodeNameFunc == nil {
 		return nil, errors.New("diagnostics: no node name")
 	}
 	scheme := runtime.NewScheme()
@@ -84,6 +84,13 @@ func (d *Diagnostics) Ready() error {
 // is retried with backoff.
 func (d *Diagnostics) Run(ctx context.Context) error {
 	defer d.ready.Store(false)
+	if d.opts.NodeName == "" {
+		name := d.opts.NodeNameFunc()
+		if name == "" {
+			return errors.New("diagnostics: the Node's name is not known yet")
+		}
+		d.opts.NodeName = name
+	}
 	log := d.opts.Logger.With("node", d.opts.NodeName)
 	c, err := client.New(d.cfg, client.Options{Scheme: d.scheme})
 	if err != nil {

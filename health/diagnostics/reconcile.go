@@ -295,8 +295,11 @@ func truncate(s string, n int) string {
 // values take the defaults.
 type Options struct {
 	// NodeName is this node's Node name; only the NodeDiagnostic of that
-	// name is acted on. Required.
+	// name is acted on. The subsystem takes it from NodeNameFunc when empty.
 	NodeName string
+	// NodeNameFunc gives the Node's name once the agent has found it; the
+	// subsystem reads it at the start of each Run. One of the two is required.
+	NodeNameFunc func() string
 	// Collector says where the bundle's sources are.
 	Collector CollectorOptions
 	// SupportDir keeps bundles on the node. Default is /var/log/support.

@@ -1,0 +1,376 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+
+	"github.com/autonode/autonode/health"
+	"github.com/autonode/autonode/sandbox/privileged"
+)
+
+type recorder struct {
+	mu      sync.Mutex
+	signals []health.Signal
+}
+
+func (r *recorder) Report(_ context.Context, s health.Signal) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.signals = append(r.signals, s)
+}
+
+// take returns and forgets what was reported.
+func (r *recorder) take() []health.Signal {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := r.signals
+	r.signals = nil
+	return out
+}
+
+// outcome summarises one round for one reason: "" nothing, "fail" or
+// "cleared"; any other reason is an error.
+func outcome(t *testing.T, got []health.Signal, reason string, sev health.Severity) string {
+	t.Helper()
+	res := ""
+	for _, s := range got {
+		if s.Reason != reason {
+			continue
+		}
+		if s.Source != SignalSource || s.Condition != health.ContainerRuntimeReady || s.Severity != sev {
+			t.Errorf("signal %+v: want source %s, ContainerRuntimeReady, %v", s, SignalSource, sev)
+		}
+		if res != "" {
+			t.Errorf("two %s signals in one round: %+v", reason, got)
+		}
+		res = "fail"
+		if s.Cleared {
+			res = "cleared"
+		}
+	}
+	return res
+}
+
+func TestKubeletHealthz(t *testing.T) {
+	var status atomic.Int32
+	status.Store(http.StatusOK)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			http.NotFound(w, r)
+			return
+		}
+		w.WriteHeader(int(status.Load()))
+		fmt.Fprint(w, http.StatusText(int(status.Load())))
+	}))
+	defer srv.Close()
+	rec := &recorder{}
+	m, err := New(Options{
+		Reporter: rec, KubeletHealthzURL: srv.URL + "/healthz",
+		ContainerdAddress: filepath.Join(t.TempDir(), "absent.sock"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		status int
+		want   string
+	}{
+		{http.StatusOK, ""},
+		{http.StatusInternalServerError, "fail"},
+		{http.StatusServiceUnavailable, "fail"},
+		{http.StatusOK, "cleared"},
+		{http.StatusOK, ""},
+	}
+	for i, st := range steps {
+		status.Store(int32(st.status))
+		m.Check(t.Context())
+		got := m.kubeletOnly(t, rec.take())
+		if res := outcome(t, got, health.ReasonKubeletUnhealthy, health.Warning); res != st.want {
+			t.Errorf("round %d (status %d): got %q, want %q: %+v", i, st.status, res, st.want, got)
+		}
+	}
+	// Nobody listening is a failure too.
+	srv.Close()
+	m.Check(t.Context())
+	got := rec.take()
+	if outcome(t, got, health.ReasonKubeletUnhealthy, health.Warning) != "fail" {
+		t.Errorf("with the kubelet gone: %+v", got)
+	}
+}
+
+// kubeletOnly checks that the other reports are the containerd socket's
+// absence, and returns the rest.
+func (m *Monitor) kubeletOnly(t *testing.T, got []health.Signal) []health.Signal {
+	t.Helper()
+	var out []health.Signal
+	for _, s := range got {
+		if s.Reason == health.ReasonContainerdUnresponsive {
+			if !strings.Contains(s.Message, m.opts.ContainerdAddress) {
+				t.Errorf("unresponsive message %q does not name the socket", s.Message)
+			}
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func TestAbsentSocketIsAFailure(t *testing.T) {
+	rec := &recorder{}
+	sock := filepath.Join(t.TempDir(), "containerd.sock")
+	m, err := New(Options{Reporter: rec, ContainerdAddress: sock, KubeletHealthzURL: "-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Check(t.Context())
+	got := rec.take()
+	if len(got) != 1 || outcome(t, got, health.ReasonContainerdUnresponsive, health.Fatal) != "fail" ||
+		!strings.Contains(got[0].Message, sock) {
+		t.Fatalf("got %+v, want one ContainerdUnresponsive naming %s", got, sock)
+	}
+}
+
+func TestRunStopsWithContext(t *testing.T) {
+	rec := &recorder{}
+	m, err := New(Options{Reporter: rec, ContainerdAddress: filepath.Join(t.TempDir(), "x.sock"), KubeletHealthzURL: "-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Ready() == nil || m.Name() != "runtime-monitor" {
+		t.Fatal("ready before Run, or misnamed")
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- m.Run(ctx) }()
+	for m.Ready() != nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// containerd is a private containerd started by a test.
+type containerd struct {
+	t        *testing.T
+	bin, dir string
+	config   string
+	address  string
+	cmd      *exec.Cmd
+	exited   chan struct{}
+}
+
+// startContainerd runs /usr/bin/containerd with its own root, state and
+// socket in a temp folder, and a config that loads only what the probe
+// needs (no CRI). It is killed in cleanup.
+func startContainerd(t *testing.T) *containerd {
+	t.Helper()
+	privileged.Require(t, privileged.Root)
+	bin, err := exec.LookPath("containerd")
+	if err != nil {
+		privileged.Missing(t, "containerd", err)
+	}
+	// os.MkdirTemp under /tmp rather than t.TempDir: a unix socket path must
+	// stay under 108 bytes, and test names make t.TempDir long.
+	dir, err := os.MkdirTemp("", "ctd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &containerd{t: t, bin: bin, dir: dir, address: filepath.Join(dir, "c.sock"), config: filepath.Join(dir, "config.toml")}
+	cfg := fmt.Sprintf(`version = 2
+root = %[1]q
+state = %[2]q
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+[grpc]
+  address = %[3]q
+[ttrpc]
+  address = %[4]q
+[debug]
+  address = ""
+[metrics]
+  address = ""
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.address, c.address+".ttrpc")
+	if err := os.WriteFile(c.config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.stop()
+		// Unmount anything the snapshotters left before removing the tree.
+		_ = exec.Command("umount", "-R", filepath.Join(dir, "state")).Run()
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("removing %s: %v", dir, err)
+		}
+	})
+	c.start()
+	return c
+}
+
+func (c *containerd) start() {
+	c.t.Helper()
+	log, err := os.Create(filepath.Join(c.dir, "containerd.log"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer log.Close()
+	c.cmd = exec.Command(c.bin, "--config", c.config, "--log-level", "info")
+	c.cmd.Stdout, c.cmd.Stderr = log, log
+	if err := c.cmd.Start(); err != nil {
+		c.t.Fatalf("starting %s: %v", c.bin, err)
+	}
+	c.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, exited chan struct{}) { _ = cmd.Wait(); close(exited) }(c.cmd, c.exited)
+	// Wait until it answers; the deadline only turns a hang into a failure.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if c.answers() {
+			return
+		}
+		select {
+		case <-c.exited:
+			b, _ := os.ReadFile(filepath.Join(c.dir, "containerd.log"))
+			c.t.Fatalf("containerd exited at start:\n%s", b)
+		default:
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(filepath.Join(c.dir, "containerd.log"))
+			c.t.Fatalf("containerd at %s never answered:\n%s", c.address, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (c *containerd) answers() bool {
+	if _, err := os.Stat(c.address); err != nil {
+		return false
+	}
+	cl, err := client.New(c.address, client.WithTimeout(2*time.Second))
+	if err != nil {
+		return false
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(c.t.Context(), 2*time.Second)
+	defer cancel()
+	_, err = cl.Version(ctx)
+	return err == nil
+}
+
+// stop kills containerd by its PID and waits for it.
+func (c *containerd) stop() {
+	if c.cmd == nil || c.cmd.Process == nil {
+		return
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(30 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.exited
+	}
+	c.cmd = nil
+}
+
+func TestPrivilegedContainerdProbe(t *testing.T) {
+	ctd := startContainerd(t)
+	rec := &recorder{}
+	mountDir := t.TempDir()
+	m, err := New(Options{
+		Reporter: rec, ContainerdAddress: ctd.address, KubeletHealthzURL: "-", MountDir: mountDir,
+		Snapshotter: testSnapshotter(t), Timeout: 5 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	round := func(name, wantUnresponsive, wantSnapshot string) {
+		t.Helper()
+		m.Check(t.Context())
+		got := rec.take()
+		if res := outcome(t, got, health.ReasonContainerdUnresponsive, health.Fatal); res != wantUnresponsive {
+			t.Errorf("%s: ContainerdUnresponsive %q, want %q: %+v", name, res, wantUnresponsive, got)
+		}
+		if res := outcome(t, got, health.ReasonContainerdSnapshotFailed, health.Fatal); res != wantSnapshot {
+			t.Errorf("%s: ContainerdSnapshotFailed %q, want %q: %+v", name, res, wantSnapshot, got)
+		}
+		if len(got) > 2 {
+			t.Errorf("%s: unexpected signals %+v", name, got)
+		}
+	}
+	round("healthy", "", "")
+	round("healthy again (the fixed snapshot key is reusable)", "", "")
+	if entries, _ := os.ReadDir(mountDir); len(entries) != 0 {
+		t.Errorf("the probe left %d folders in %s", len(entries), mountDir)
+	}
+	ctd.stop()
+	round("stopped", "fail", "")
+	round("still stopped", "fail", "")
+	ctd.start()
+	round("restarted", "cleared", "")
+}
+
+// testSnapshotter is overlayfs, the kubelet's default, which mounts on this
+// machine's ext4 /tmp; AUTONODE_TEST_SNAPSHOTTER=native overrides it where
+// overlayfs cannot stack (a /tmp that is itself overlayfs).
+func testSnapshotter(t *testing.T) string {
+	t.Helper()
+	if os.Getenv("AUTONODE_TEST_SNAPSHOTTER") != "" {
+		return os.Getenv("AUTONODE_TEST_SNAPSHOTTER")
+	}
+	return "overlayfs"
+}
+
+func TestPrivilegedSnapshotFailure(t *testing.T) {
+	ctd := startContainerd(t)
+	tests := []struct {
+		name string
+		opts Options
+		want string // in the message
+	}{
+		{"unknown snapshotter", Options{Snapshotter: "no-such-snapshotter"}, "no-such-snapshotter"},
+		{"mount folder missing", Options{MountDir: filepath.Join(t.TempDir(), "absent")}, "making a mount folder"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := &recorder{}
+			opts := tt.opts
+			opts.Reporter, opts.ContainerdAddress, opts.KubeletHealthzURL, opts.Timeout = rec, ctd.address, "-", 5*time.Second
+			if opts.Snapshotter == "" {
+				opts.Snapshotter = testSnapshotter(t)
+			}
+			m, err := New(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.Check(t.Context())
+			got := rec.take()
+			if len(got) != 1 || outcome(t, got, health.ReasonContainerdSnapshotFailed, health.Fatal) != "fail" ||
+				!strings.Contains(got[0].Message, tt.want) {
+				t.Fatalf("got %+v, want one ContainerdSnapshotFailed containing %q", got, tt.want)
+			}
+			// The failure is reported each round, and recovery clears it.
+			m.Check(t.Context())
+			if got := rec.take(); outcome(t, got, health.ReasonContainerdSnapshotFailed, health.Fatal) != "fail" {
+				t.Errorf("second round: %+v", got)
+			}
+			m.opts.Snapshotter, m.opts.MountDir = testSnapshotter(t), ""
+			m.Check(t.Context())
+			if got := rec.take(); outcome(t, got, health.ReasonContainerdSnapshotFailed, health.Fatal) != "cleared" {
+				t.Errorf("after the fix: %+v", got)
+			}
+		})
+	}
+}
