@@ -19,6 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
+
+	"github.com/autonode/autonode/health"
 )
 
 // Config is the agent's effective configuration. Its YAML form is the config
@@ -32,6 +34,12 @@ type Config struct {
 	DevicePlugins DevicePlugins `json:"devicePlugins"`
 	// PodIdentity configures the Pod Identity credentials endpoint.
 	PodIdentity PodIdentity `json:"podIdentity"`
+	// Health configures the monitors, the node conditions and repair.
+	Health Health `json:"health"`
+	// StateDir keeps what must survive an agent restart: the monitors'
+	// cursors, the repair budget, the IPAM checkpoint. Default is
+	// /var/lib/autonode.
+	StateDir string `json:"stateDir"`
 	// ShutdownTimeout bounds a graceful stop: how long subsystems get to
 	// return after SIGTERM. Default is 30s.
 	ShutdownTimeout metav1.Duration `json:"shutdownTimeout"`
@@ -69,6 +77,29 @@ type Kubernetes struct {
 	QPS float32 `json:"qps"`
 	// Burst is the short-term request allowance above QPS. Default is 40.
 	Burst int `json:"burst"`
+}
+
+// Health configures node health: monitors, conditions, repair.
+type Health struct {
+	// KmsgPath is the kernel log device. Default is /dev/kmsg.
+	KmsgPath string `json:"kmsgPath"`
+	// ConsolePath receives a health summary while the apiserver is out of
+	// reach, for EC2 GetConsoleOutput. Default is /dev/ttyS0.
+	ConsolePath string `json:"consolePath"`
+	// HeartbeatInterval is how often unchanged conditions are re-written.
+	// Default is 5m.
+	HeartbeatInterval metav1.Duration `json:"heartbeatInterval"`
+	// RestartsPerHour bounds local unit restarts per unit. Default is 3.
+	RestartsPerHour int `json:"restartsPerHour"`
+	// ContainerdAddress is containerd's socket, probed by the runtime
+	// monitor. Default is /run/containerd/containerd.sock.
+	ContainerdAddress string `json:"containerdAddress"`
+	// KubeletHealthzURL is the kubelet's health endpoint; "-" turns the
+	// check off. Default is http://127.0.0.1:10248/healthz.
+	KubeletHealthzURL string `json:"kubeletHealthzURL"`
+	// SeverityOverrides maps a reason (docs/health.md) to fatal, warning or
+	// info.
+	SeverityOverrides map[string]string `json:"severityOverrides,omitempty"`
 }
 
 // PodIdentity configures the EKS Pod Identity endpoint on 169.254.170.23 and
@@ -138,6 +169,15 @@ func Default() Config {
 		IMDS:        IMDS{Timeout: metav1.Duration{Duration: 5 * time.Second}},
 		Kubernetes:  Kubernetes{QPS: 20, Burst: 40},
 		PodIdentity: PodIdentity{Port: 80, MaxCacheEntries: 2000},
+		StateDir:    "/var/lib/autonode",
+		Health: Health{
+			KmsgPath:          "/dev/kmsg",
+			ConsolePath:       "/dev/ttyS0",
+			HeartbeatInterval: metav1.Duration{Duration: 5 * time.Minute},
+			RestartsPerHour:   3,
+			ContainerdAddress: "/run/containerd/containerd.sock",
+			KubeletHealthzURL: "http://127.0.0.1:10248/healthz",
+		},
 		DevicePlugins: DevicePlugins{
 			Enabled:   true,
 			Dir:       "/var/lib/kubelet/device-plugins/",
@@ -234,6 +274,28 @@ func (c Config) Validate() error {
 	}
 	if n := c.PodIdentity.MaxCacheEntries; n < 1 || n > 1_000_000 {
 		bad("podIdentity.maxCacheEntries", "", strconv.Itoa(n), "must be from 1 to 1000000")
+	}
+	for _, f := range []struct{ field, flag, value string }{
+		{"stateDir", "state-dir", c.StateDir}, {"health.kmsgPath", "kmsg-path", c.Health.KmsgPath}, {"health.consolePath", "console-path", c.Health.ConsolePath},
+	} {
+		if !filepath.IsAbs(f.value) {
+			bad(f.field, f.flag, f.value, "must be an absolute path")
+		}
+	}
+	positive("health.heartbeatInterval", "", c.Health.HeartbeatInterval, time.Hour)
+	if !filepath.IsAbs(c.Health.ContainerdAddress) {
+		bad("health.containerdAddress", "", c.Health.ContainerdAddress, "must be an absolute socket path")
+	}
+	if u := c.Health.KubeletHealthzURL; u != "-" {
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			bad("health.kubeletHealthzURL", "", u, `must be an absolute http:// or https:// URL, or "-" for no check`)
+		}
+	}
+	if n := c.Health.RestartsPerHour; n < 0 || n > 60 {
+		bad("health.restartsPerHour", "", strconv.Itoa(n), "must be from 0 to 60")
+	}
+	if _, err := health.NewCatalogue(c.Health.SeverityOverrides); err != nil {
+		bad("health.severityOverrides", "", fmt.Sprint(c.Health.SeverityOverrides), err.Error())
 	}
 	dp := c.DevicePlugins
 	for _, f := range []struct{ field, flag, value string }{

@@ -54,6 +54,12 @@ func options() []option {
 			func(c *Config) flag.Value { return (*stringValue)(&c.PodIdentity.ClusterName) }},
 		{"eks-auth-endpoint", "EKS Auth API `URL`; empty uses https://eks-auth.<region>.api.aws.",
 			func(c *Config) flag.Value { return (*stringValue)(&c.PodIdentity.EKSAuthEndpoint) }},
+		{"state-dir", "`Folder` for what survives a restart: monitor cursors, the repair budget, the IPAM checkpoint.",
+			func(c *Config) flag.Value { return (*stringValue)(&c.StateDir) }},
+		{"kmsg-path", "Kernel log `device` the kernel monitor reads.",
+			func(c *Config) flag.Value { return (*stringValue)(&c.Health.KmsgPath) }},
+		{"console-path", "Serial console `path` for the health summary written while the apiserver is out of reach.",
+			func(c *Config) flag.Value { return (*stringValue)(&c.Health.ConsolePath) }},
 		{"shutdown-timeout", "How long (a `duration`) subsystems get to stop after SIGTERM before the agent exits anyway.",
 			func(c *Config) flag.Value { return (*durationValue)(&c.ShutdownTimeout) }},
 	}

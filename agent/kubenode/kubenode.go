@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -64,6 +65,7 @@ type Options struct {
 type Node struct {
 	opts      Options
 	readiness *subsystem.Readiness
+	name      atomic.Pointer[string]
 }
 
 // New returns the subsystem; nothing is contacted until Run.
@@ -93,6 +95,14 @@ func New(opts Options) *Node {
 // Name implements subsystem.Subsystem.
 func (n *Node) Name() string { return "node" }
 
+// NodeName is the name of our Node once found, or "" before.
+func (n *Node) NodeName() string {
+	if p := n.name.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
 // Ready is nil once the Node is found and annotated.
 func (n *Node) Ready() error { return n.readiness.Ready() }
 
@@ -108,6 +118,7 @@ func (n *Node) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		n.name.Store(&name)
 		err = n.watch(ctx, name)
 		if !errors.Is(err, errNodeLost) {
 			return err

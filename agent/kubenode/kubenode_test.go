@@ -161,6 +161,9 @@ func TestFindsNodeByProviderIDAcrossPages(t *testing.T) {
 		}
 		return nil
 	})
+	if got := n.NodeName(); got != "ip-10-0-0-4.us-west-2.compute.internal" {
+		t.Errorf("NodeName() = %q", got)
+	}
 	for i := range 5 {
 		if other := c.node(t, fmt.Sprintf("a-other-%d", i)); len(other.Annotations) != 0 {
 			t.Errorf("node %s was annotated: %v", other.Name, other.Annotations)

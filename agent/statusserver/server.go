@@ -82,7 +82,7 @@ func readyHandler(status StatusSource) http.Handler {
 		statuses := status.Status()
 		ready := true
 		for _, st := range statuses {
-			ready = ready && st.Ready
+			ready = ready && (st.Ready || st.Optional)
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -100,6 +100,8 @@ func readyHandler(status StatusSource) http.Handler {
 		for _, st := range statuses {
 			if st.Ready {
 				fmt.Fprintf(w, "[+]%s ok\n", st.Name)
+			} else if st.Optional {
+				fmt.Fprintf(w, "[-]%s not ready (optional): %s\n", st.Name, st.Reason)
 			} else {
 				fmt.Fprintf(w, "[-]%s not ready: %s\n", st.Name, st.Reason)
 			}

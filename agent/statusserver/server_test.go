@@ -64,6 +64,7 @@ func TestEndpoints(t *testing.T) {
 		{"not ready", notReady, "/readyz", 503, []string{"not ready"}},
 		{"ready verbose", ready, "/readyz?verbose", 200, []string{"[+]node ok", "[+]network ok", "readyz check passed"}},
 		{"not ready verbose", notReady, "/readyz?verbose", 503, []string{"[+]node ok", "[-]network not ready: no ENI yet", "readyz check failed"}},
+		{"optional not ready", statuses{{Name: "node", Ready: true}, {Name: "diagnostics", Optional: true, Reason: "no CRD"}}, "/readyz?verbose", 200, []string{"[-]diagnostics not ready (optional): no CRD", "readyz check passed"}},
 		{"metrics", ready, "/metrics", 200, []string{"go_goroutines", "process_cpu_seconds_total"}},
 	}
 	for _, tt := range tests {

@@ -48,6 +48,10 @@ type Spec struct {
 	// Condition is the node condition that this subsystem's failures bear on,
 	// if any; failures are reported to Options.Health with it.
 	Condition health.Condition
+	// Optional subsystems are supervised and shown in Status, but the
+	// aggregate readiness does not wait for them: a node must not stay
+	// tainted because, say, the diagnostics CRD is not installed.
+	Optional bool
 }
 
 // Options tunes a Supervisor. Zero values take the defaults.
@@ -86,6 +90,7 @@ const (
 // Status is a snapshot of one subsystem.
 type Status struct {
 	Name     string
+	Optional bool
 	State    State
 	Ready    bool
 	Reason   string // why it is not ready; empty when ready
@@ -299,7 +304,7 @@ func (s *Supervisor) poll(ctx context.Context, cond func() bool) error {
 func (s *Supervisor) Ready() error {
 	var notReady []string
 	for _, st := range s.Status() {
-		if !st.Ready {
+		if !st.Ready && !st.Optional {
 			notReady = append(notReady, fmt.Sprintf("%s: %s", st.Name, st.Reason))
 		}
 	}
@@ -317,7 +322,7 @@ func (s *Supervisor) Status() []Status {
 		s.mu.Lock()
 		t := *s.state[name]
 		s.mu.Unlock()
-		st := Status{Name: name, State: t.state, Failures: t.failures}
+		st := Status{Name: name, Optional: spec.Optional, State: t.state, Failures: t.failures}
 		if t.lastErr != nil {
 			st.LastErr = t.lastErr.Error()
 		}

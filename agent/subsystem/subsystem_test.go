@@ -242,6 +242,22 @@ func TestRequiresOrdersStart(t *testing.T) {
 	}
 }
 
+func TestOptionalSubsystemDoesNotHoldReadiness(t *testing.T) {
+	core := &fakeSub{name: "core"}
+	core.run = serve(core)
+	extra := &fakeSub{name: "extra"} // never ready
+	extra.run = func(ctx context.Context, _ int32) error { <-ctx.Done(); return nil }
+	sup, err := New(fastOptions(nil), Spec{Subsystem: core}, Spec{Subsystem: extra, Optional: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, sup)
+	waitUntil(t, "ready without the optional subsystem", func() bool { return sup.Ready() == nil })
+	if st := sup.Status()[1]; st.Ready || !st.Optional {
+		t.Errorf("optional subsystem status = %+v, want shown as optional and not ready", st)
+	}
+}
+
 func TestOneShotSubsystemStaysDone(t *testing.T) {
 	once := &fakeSub{name: "setup"}
 	once.run = func(context.Context, int32) error { once.ready.Store(true); return nil }

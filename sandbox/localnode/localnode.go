@@ -33,11 +33,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -248,7 +250,10 @@ func Up(ctx context.Context, opts Options) (_ *Node, err error) {
 	}
 	step("kube-apiserver on https://" + apiHost + " (host and node namespace)")
 
-	if err := applyRBAC(ctx, admin); err != nil {
+	if err := apply(ctx, admin, deploy.CRDs()); err != nil {
+		return n, err
+	}
+	if err := apply(ctx, admin, deploy.RBAC()); err != nil {
 		return n, err
 	}
 	n.Client, err = kubernetes.NewForConfig(admin)
@@ -279,8 +284,12 @@ func Up(ctx context.Context, opts Options) (_ *Node, err error) {
 	step("created Node " + inst.ID + " with providerID " + n.ProviderID + " and taint " + kubenode.StartupTaintKey)
 
 	agentConfig := filepath.Join(opts.StateDir, "agent.yaml")
-	cfg := fmt.Sprintf("# Written by autonode-sandbox.\nlog:\n  format: text\nhttp:\n  address: %s\nkubernetes:\n  kubeconfig: %s\npodIdentity:\n  clusterName: %s\n  eksAuthEndpoint: %s\nshutdownTimeout: 20s\n",
-		AgentStatusAddr, agentKubeconfig, ClusterName, eksAuthEndpoint)
+	// The agent's state and serial console stay in the sandbox's folder; the
+	// device plugins find no hardware here, so write no sockets.
+	cfg := fmt.Sprintf("# Written by autonode-sandbox.\nlog:\n  format: text\nhttp:\n  address: %s\nkubernetes:\n  kubeconfig: %s\n"+
+		"podIdentity:\n  clusterName: %s\n  eksAuthEndpoint: %s\nstateDir: %s\nhealth:\n  consolePath: %s\nshutdownTimeout: 20s\n",
+		AgentStatusAddr, agentKubeconfig, ClusterName, eksAuthEndpoint,
+		filepath.Join(opts.StateDir, "agent-state"), filepath.Join(opts.StateDir, "console.log"))
 	if err := os.WriteFile(agentConfig, []byte(cfg), 0o644); err != nil {
 		return n, fmt.Errorf("agent config: %w", err)
 	}
@@ -331,20 +340,29 @@ func relay(in net.Conn, target string) {
 	<-done
 }
 
-// applyRBAC creates every object in deploy/rbac as the admin.
-func applyRBAC(ctx context.Context, cfg *rest.Config) error {
-	c, err := client.New(cfg, client.Options{})
-	if err != nil {
-		return fmt.Errorf("applying deploy/rbac: %w", err)
+// apply creates every object in the YAML files of dir as the admin: the
+// CRDs and RBAC the project ships.
+func apply(ctx context.Context, cfg *rest.Config, dir fs.FS) error {
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
 	}
-	files, err := fs.Glob(deploy.RBAC(), "*.yaml")
+	if err := apiextensionsv1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
-		return fmt.Errorf("deploy/rbac: %w", err)
+		return fmt.Errorf("applying deploy/: %w", err)
+	}
+	decode := serializer.NewCodecFactory(scheme).UniversalDeserializer().Decode
+	files, err := fs.Glob(dir, "*.yaml")
+	if err != nil {
+		return fmt.Errorf("deploy/: %w", err)
 	}
 	for _, f := range files {
-		data, err := fs.ReadFile(deploy.RBAC(), f)
+		data, err := fs.ReadFile(dir, f)
 		if err != nil {
-			return fmt.Errorf("deploy/rbac/%s: %w", f, err)
+			return fmt.Errorf("deploy/%s: %w", f, err)
 		}
 		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
 		for {
@@ -353,17 +371,17 @@ func applyRBAC(ctx context.Context, cfg *rest.Config) error {
 				if errors.Is(err, io.EOF) {
 					break
 				}
-				return fmt.Errorf("deploy/rbac/%s: %w", f, err)
+				return fmt.Errorf("deploy/%s: %w", f, err)
 			}
 			if len(raw.Raw) == 0 {
 				continue
 			}
-			obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(raw.Raw, nil, nil)
+			obj, _, err := decode(raw.Raw, nil, nil)
 			if err != nil {
-				return fmt.Errorf("deploy/rbac/%s: %w", f, err)
+				return fmt.Errorf("deploy/%s: %w", f, err)
 			}
 			if err := c.Create(ctx, obj.(client.Object)); err != nil {
-				return fmt.Errorf("deploy/rbac/%s: creating %T: %w", f, obj, err)
+				return fmt.Errorf("deploy/%s: creating %T: %w", f, obj, err)
 			}
 		}
 	}

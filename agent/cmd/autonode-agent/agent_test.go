@@ -153,6 +153,9 @@ func startAgent(t *testing.T, env []string, args ...string) *agentProc {
 	t.Helper()
 	bin := testenv.AgentBinary(t)
 	p := &agentProc{log: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan error, 1)}
+	// Nothing the agent keeps or writes may land on the host's real paths.
+	state := t.TempDir()
+	args = append([]string{"--state-dir", state, "--console-path", filepath.Join(state, "console")}, args...)
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = append(cleanEnv(), env...)
 	p.cmd.Stdout = lockedWriter{p.mu, p.log}
@@ -284,6 +287,27 @@ func TestAgentAgainstAPIServer(t *testing.T) {
 		return nil
 	}
 	eventually(t, "annotation and taint removal", converged)
+	// The health reporter, as the same non-admin user, writes the five
+	// conditions; with no containerd here, ContainerRuntimeReady is False.
+	eventually(t, "the five node conditions", func() error {
+		n, err := admin.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		got := map[string]corev1.ConditionStatus{}
+		for _, c := range n.Status.Conditions {
+			got[string(c.Type)] = c.Status
+		}
+		for _, c := range []string{"KernelReady", "NetworkingReady", "StorageReady", "AcceleratedHardwareReady", "ContainerRuntimeReady"} {
+			if _, ok := got[c]; !ok {
+				return fmt.Errorf("no %s condition in %v", c, got)
+			}
+		}
+		if _, err := os.Stat("/run/containerd/containerd.sock"); err != nil && got["ContainerRuntimeReady"] != corev1.ConditionFalse {
+			return fmt.Errorf("ContainerRuntimeReady = %s without a containerd", got["ContainerRuntimeReady"])
+		}
+		return nil
+	})
 	decoy, err := admin.CoreV1().Nodes().Get(ctx, "decoy", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -104,21 +104,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector(),
 	)
-	reporter := health.LogReporter{Logger: logger}
 
 	// The subsystems, in start order. Later subsystems append here.
 	var supervisor *subsystem.Supervisor
-	specs := []subsystem.Spec{
-		{Subsystem: kubenode.New(kubenode.Options{
-			Client:     client,
-			ProviderID: id.ProviderID(),
-			InstanceID: id.InstanceID,
-			Hostname:   id.Hostname,
-			Version:    version,
-			AllReady:   func() error { return supervisor.Ready() },
-			Logger:     logger,
-		})},
+	node := kubenode.New(kubenode.Options{
+		Client:     client,
+		ProviderID: id.ProviderID(),
+		InstanceID: id.InstanceID,
+		Hostname:   id.Hostname,
+		Version:    version,
+		AllReady:   func() error { return supervisor.Ready() },
+		Logger:     logger,
+	})
+	// Every subsystem reports health signals to this one reporter, which
+	// turns them into the Node's conditions and events.
+	healthParts, err := newHealth(cfg, client, restConfig, node.NodeName, logger, registry)
+	if err != nil {
+		return err
 	}
+	defer healthParts.close()
+	reporter := healthParts.reporter
+	specs := append([]subsystem.Spec{{Subsystem: node}}, healthParts.specs...)
 	if cfg.PodIdentity.ClusterName != "" {
 		spec, err := podIdentity(ctx, cfg, id, logger, registry)
 		if err != nil {
