@@ -11,8 +11,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/autonode/autonode/health"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
@@ -74,6 +77,40 @@ type env struct {
 	sock  string
 	cni   *libcni.CNIConfig
 	pods  netip.Prefix
+	// signals records what the periodic datapath check reports.
+	signals *recorder
+}
+
+// recorder is a health.Reporter that keeps what it is told.
+type recorder struct {
+	mu      sync.Mutex
+	signals []health.Signal
+}
+
+func (r *recorder) Report(_ context.Context, s health.Signal) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.signals = append(r.signals, s)
+}
+
+// waitFor returns the first signal that ok accepts, waiting for it.
+func (r *recorder) waitFor(t testing.TB, what string, ok func(health.Signal) bool) health.Signal {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r.mu.Lock()
+		for _, s := range r.signals {
+			if ok(s) {
+				r.mu.Unlock()
+				return s
+			}
+		}
+		r.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatalf("no health signal: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -101,8 +138,9 @@ func newEnv(t testing.TB, o envOptions) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	e := &env{node: node, dp: dp, alloc: alloc, sock: filepath.Join(sockDir, "cni.sock"), pods: pods}
-	e.srv, err = cni.New(cni.Options{SocketPath: e.sock, Allocator: alloc, Datapath: dp})
+	e := &env{node: node, dp: dp, alloc: alloc, sock: filepath.Join(sockDir, "cni.sock"), pods: pods, signals: &recorder{}}
+	e.srv, err = cni.New(cni.Options{SocketPath: e.sock, Allocator: alloc, Datapath: dp,
+		Health: e.signals, CheckInterval: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

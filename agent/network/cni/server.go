@@ -30,6 +30,7 @@ import (
 	"github.com/autonode/autonode/agent/network/cni/cniwire"
 	"github.com/autonode/autonode/agent/network/datapath"
 	"github.com/autonode/autonode/agent/network/ipam"
+	"github.com/autonode/autonode/health"
 )
 
 // Allocator hands out pod addresses; the IPAM pool implements it.
@@ -59,6 +60,11 @@ type Options struct {
 	// even if the binary gave up waiting, so a retry finds it done. Default
 	// is 30s.
 	RequestTimeout time.Duration
+	// Health receives RouteMissing when a pod's veth, address, routes or
+	// rules go missing, and its clearing; nil checks nothing.
+	Health health.Reporter
+	// CheckInterval is how often every attachment is checked. Default 1m.
+	CheckInterval time.Duration
 }
 
 // Server is the CNI backend subsystem.
@@ -72,6 +78,9 @@ type Server struct {
 	gcMu sync.RWMutex
 	// keys serialises verbs on one attachment.
 	keys keyLocks
+	// failing is whether the last periodic check found a broken attachment;
+	// only the check loop touches it.
+	failing bool
 }
 
 // keyLocks hands out one mutex per attachment, dropped when unused.
@@ -168,6 +177,13 @@ func (s *Server) Run(ctx context.Context) error {
 	s.ready.Store(true)
 	defer s.ready.Store(false)
 	s.log.Info("serving CNI requests", "socket", path)
+	checkCtx, stopChecks := context.WithCancel(ctx)
+	defer stopChecks()
+	interval := s.opts.CheckInterval
+	if interval <= 0 {
+		interval = time.Minute
+	}
+	go s.runChecks(checkCtx, interval)
 
 	select {
 	case err := <-errc:
