@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
+	"time"
+
+	"github.com/autonode/autonode/internal/atomicfile"
 )
 
 // cursorFile is what the monitor persists: the journal's own cursor of the
@@ -54,52 +56,21 @@ func validCursor(c string) bool {
 	return keys["s"] && keys["i"]
 }
 
-// saveCursor replaces path atomically (temp file, fsync, rename, fsync of
-// the folder): a crash leaves the old cursor or the new, never a torn one.
+// saveCursor replaces the cursor file atomically.
 func saveCursor(path, cur string) error {
 	b, err := json.Marshal(cursorFile{Cursor: cur})
 	if err != nil {
 		return fmt.Errorf("encoding journal cursor %s: %w", path, err)
 	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("creating journal cursor folder %s: %w", dir, err)
-	}
-	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("writing journal cursor %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
-	_, err = tmp.Write(append(b, '\n'))
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("writing journal cursor %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		err = d.Sync()
-		d.Close()
-		if err != nil {
-			return fmt.Errorf("syncing journal cursor folder %s: %w", dir, err)
-		}
+	if err := atomicfile.WriteFile(path, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("journal cursor: %w", err)
 	}
 	return nil
 }
 
 // quarantineCursor moves a corrupt cursor to path.bad for a human to read.
 func quarantineCursor(path string) (string, error) {
-	bad := path + ".bad"
-	if err := os.Rename(path, bad); err != nil {
-		return "", fmt.Errorf("moving corrupt journal cursor %s aside: %w", path, err)
-	}
-	return bad, nil
+	return atomicfile.SetAside(path, ".bad", time.Time{})
 }
 
 func truncate(s string, n int) string {

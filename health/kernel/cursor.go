@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
+	"time"
+
+	"github.com/autonode/autonode/internal/atomicfile"
 )
 
 // cursor is what the monitor persists so that a restart resumes after the
@@ -39,42 +41,14 @@ func loadCursor(path string) (c cursor, ok bool, err error) {
 	return c, true, nil
 }
 
-// saveCursor replaces path atomically: a crash leaves the old cursor or the
-// new one, never a torn file. The directory is synced so that the rename
-// itself survives a power loss.
+// saveCursor replaces the cursor file atomically.
 func saveCursor(path string, c cursor) error {
 	b, err := json.Marshal(c)
 	if err != nil {
 		return fmt.Errorf("encoding kmsg cursor %s: %w", path, err)
 	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("creating kmsg cursor folder %s: %w", dir, err)
-	}
-	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("writing kmsg cursor %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
-	_, err = tmp.Write(append(b, '\n'))
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("writing kmsg cursor %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		err = d.Sync()
-		d.Close()
-		if err != nil {
-			return fmt.Errorf("syncing kmsg cursor folder %s: %w", dir, err)
-		}
+	if err := atomicfile.WriteFile(path, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("kmsg cursor: %w", err)
 	}
 	return nil
 }
@@ -82,11 +56,7 @@ func saveCursor(path string, c cursor) error {
 // quarantineCursor moves a corrupt cursor aside to path.bad, for a human to
 // look at, so that the next save does not destroy the evidence.
 func quarantineCursor(path string) (string, error) {
-	bad := path + ".bad"
-	if err := os.Rename(path, bad); err != nil {
-		return "", fmt.Errorf("moving corrupt kmsg cursor %s aside: %w", path, err)
-	}
-	return bad, nil
+	return atomicfile.SetAside(path, ".bad", time.Time{})
 }
 
 // readBootID returns this boot's id, e.g. from

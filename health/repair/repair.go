@@ -17,9 +17,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/autonode/autonode/internal/atomicfile"
 
 	"k8s.io/utils/clock"
 
@@ -211,23 +212,7 @@ func (r *Repairer) save() error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(r.opts.StatePath), ".repair-budget-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), r.opts.StatePath)
+	return atomicfile.WriteFile(r.opts.StatePath, data, 0o600)
 }
 
 // Escalation configures the escalation of persistent storage problems: a

@@ -8,8 +8,9 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"time"
+
+	"github.com/autonode/autonode/internal/atomicfile"
 )
 
 // checkpointVersion is the schema version this package writes and reads. A
@@ -105,47 +106,8 @@ func (p *Pool) saveLocked() error {
 	if err != nil {
 		return fmt.Errorf("encoding checkpoint %s: %w", p.cfg.CheckpointPath, err)
 	}
-	return writeAtomic(p.cfg.CheckpointPath, data)
-}
-
-// writeAtomic replaces path with data so that a crash leaves either the old
-// or the new file whole: a temporary file in the same directory, fsynced,
-// renamed over path, and the directory fsynced so the rename itself lasts.
-func writeAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("checkpoint directory %s: %w", dir, err)
-	}
-	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("writing checkpoint %s: %w", path, err)
-	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		_ = f.Close()
-		_ = os.Remove(tmp)
-		return fmt.Errorf("writing checkpoint %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		return fail(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("writing checkpoint %s: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("syncing checkpoint directory %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("syncing checkpoint directory %s: %w", dir, err)
+	if err := atomicfile.WriteFile(p.cfg.CheckpointPath, data, 0o600); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
 	}
 	return nil
 }
@@ -174,9 +136,9 @@ func (p *Pool) readCheckpoint() (c checkpoint, corrupt bool, err error) {
 	if derr == nil {
 		derr = fmt.Errorf("larger than %d bytes", maxCheckpoint)
 	}
-	aside := path + ".corrupt-" + p.cfg.Now().UTC().Format("20060102T150405.000000000Z")
-	if err := os.Rename(path, aside); err != nil {
-		return checkpoint{}, false, fmt.Errorf("setting corrupt checkpoint %s aside (%v): %w", path, derr, err)
+	aside, err := atomicfile.SetAside(path, "", p.cfg.Now())
+	if err != nil {
+		return checkpoint{}, false, fmt.Errorf("corrupt checkpoint (%v): %w", derr, err)
 	}
 	p.log.Error("ipam checkpoint is corrupt; kept aside, rebuilding from the runtime and EC2",
 		"path", path, "aside", aside, "err", derr)

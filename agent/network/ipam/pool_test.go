@@ -282,32 +282,6 @@ func TestCheckpointRestart(t *testing.T) {
 	}
 }
 
-func TestWriteAtomicKeepsOldOnFailure(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	path := filepath.Join(dir, "cp.json")
-	if err := writeAtomic(path, []byte(`{"version":1}`)); err != nil {
-		t.Fatal(err)
-	}
-	// A directory in the way of the rename makes the write fail late.
-	bad := filepath.Join(dir, "sub")
-	if err := os.MkdirAll(filepath.Join(bad, "x"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := writeAtomic(bad, []byte("new")); err == nil {
-		t.Error("writing over a non-empty directory succeeded")
-	}
-	if got, _ := os.ReadFile(path); string(got) != `{"version":1}` {
-		t.Errorf("old checkpoint = %q", got)
-	}
-	entries, _ := os.ReadDir(dir)
-	for _, en := range entries {
-		if strings.Contains(en.Name(), ".tmp-") {
-			t.Errorf("temporary file %s left behind", en.Name())
-		}
-	}
-}
-
 func TestCorruptCheckpoint(t *testing.T) {
 	t.Parallel()
 	for _, runtimeKnowsAddrs := range []bool{true, false} {
