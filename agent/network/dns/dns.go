@@ -26,6 +26,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/autonode/autonode/internal/locallink"
+
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
@@ -262,7 +264,7 @@ func (r *Resolver) Addr() netip.AddrPort {
 // again after it returns an error; the cache survives restarts.
 func (r *Resolver) Run(ctx context.Context) error {
 	if r.opts.CreateLink {
-		typ, err := ensureLink(r.opts.NetNS, r.opts.LinkName, r.opts.Address)
+		typ, err := locallink.Ensure(r.opts.NetNS, r.opts.LinkName, "", []netip.Addr{r.opts.Address})
 		if err != nil {
 			return err
 		}
