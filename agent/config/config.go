@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -36,6 +37,9 @@ type Config struct {
 	PodIdentity PodIdentity `json:"podIdentity"`
 	// Health configures the monitors, the node conditions and repair.
 	Health Health `json:"health"`
+	// Network configures pod networking: IPAM, the CNI backend and the
+	// node-local DNS cache.
+	Network Network `json:"network"`
 	// StateDir keeps what must survive an agent restart: the monitors'
 	// cursors, the repair budget, the IPAM checkpoint. Default is
 	// /var/lib/autonode.
@@ -77,6 +81,47 @@ type Kubernetes struct {
 	QPS float32 `json:"qps"`
 	// Burst is the short-term request allowance above QPS. Default is 40.
 	Burst int `json:"burst"`
+}
+
+// Network configures pod networking.
+type Network struct {
+	// Enabled runs IPAM, the CNI backend and the datapath. Default is true.
+	Enabled bool `json:"enabled"`
+	// CNISocket is where autonode-cni reaches the agent. Default is
+	// /run/autonode/cni.sock.
+	CNISocket string `json:"cniSocket"`
+	// EC2Endpoint overrides the region's EC2 API; the sandbox points it at
+	// its emulator.
+	EC2Endpoint string `json:"ec2Endpoint,omitempty"`
+	// PrefixDelegation hands out /28 prefixes' addresses instead of
+	// secondary IPs (Nitro types).
+	PrefixDelegation bool `json:"prefixDelegation"`
+	// The VPC CNI's warm targets (docs/ipam.md). All zero means its
+	// defaults: one warm ENI, one warm prefix.
+	WarmENITarget    int `json:"warmENITarget"`
+	WarmIPTarget     int `json:"warmIPTarget"`
+	MinimumIPTarget  int `json:"minimumIPTarget"`
+	WarmPrefixTarget int `json:"warmPrefixTarget"`
+	// MTU of the pods' interfaces. Default is 9001.
+	MTU int `json:"mtu"`
+	// ExternalSNAT leaves SNAT of traffic leaving the VPC to a NAT gateway.
+	ExternalSNAT bool `json:"externalSNAT"`
+	// SNATExcludedCIDRs are destinations, besides the VPC, never SNATed.
+	SNATExcludedCIDRs []string `json:"snatExcludedCIDRs,omitempty"`
+	// DNS configures the node-local DNS cache; it runs when ClusterDNS is set.
+	DNS NodeLocalDNS `json:"dns"`
+}
+
+// NodeLocalDNS configures the node-local caching resolver.
+type NodeLocalDNS struct {
+	// Address is where pods reach it. Default is 169.254.20.10.
+	Address string `json:"address"`
+	// ClusterDomain goes to ClusterDNS; everything else to the VPC
+	// resolver. Default is cluster.local.
+	ClusterDomain string `json:"clusterDomain"`
+	// ClusterDNS are the cluster DNS Service's addresses; empty turns the
+	// cache off.
+	ClusterDNS []string `json:"clusterDNS,omitempty"`
 }
 
 // Health configures node health: monitors, conditions, repair.
@@ -170,6 +215,12 @@ func Default() Config {
 		Kubernetes:  Kubernetes{QPS: 20, Burst: 40},
 		PodIdentity: PodIdentity{Port: 80, MaxCacheEntries: 2000},
 		StateDir:    "/var/lib/autonode",
+		Network: Network{
+			Enabled:   true,
+			CNISocket: "/run/autonode/cni.sock",
+			MTU:       9001,
+			DNS:       NodeLocalDNS{Address: "169.254.20.10", ClusterDomain: "cluster.local"},
+		},
 		Health: Health{
 			KmsgPath:          "/dev/kmsg",
 			ConsolePath:       "/dev/ttyS0",
@@ -296,6 +347,42 @@ func (c Config) Validate() error {
 	}
 	if _, err := health.NewCatalogue(c.Health.SeverityOverrides); err != nil {
 		bad("health.severityOverrides", "", fmt.Sprint(c.Health.SeverityOverrides), err.Error())
+	}
+	nw := c.Network
+	if !filepath.IsAbs(nw.CNISocket) {
+		bad("network.cniSocket", "cni-socket", nw.CNISocket, "must be an absolute path")
+	}
+	if e := nw.EC2Endpoint; e != "" {
+		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("network.ec2Endpoint", "ec2-endpoint", e, "must be an absolute http:// or https:// URL, or empty for the region's")
+		}
+	}
+	for _, f := range []struct {
+		field string
+		v     int
+	}{{"network.warmENITarget", nw.WarmENITarget}, {"network.warmIPTarget", nw.WarmIPTarget}, {"network.minimumIPTarget", nw.MinimumIPTarget}, {"network.warmPrefixTarget", nw.WarmPrefixTarget}} {
+		if f.v < 0 || f.v > 10000 {
+			bad(f.field, "", strconv.Itoa(f.v), "must be from 0 to 10000")
+		}
+	}
+	if nw.MTU < 576 || nw.MTU > 9001 {
+		bad("network.mtu", "", strconv.Itoa(nw.MTU), "must be from 576 to 9001")
+	}
+	for _, cidr := range nw.SNATExcludedCIDRs {
+		if p, err := netip.ParsePrefix(cidr); err != nil || !p.Addr().Is4() {
+			bad("network.snatExcludedCIDRs", "", cidr, "must be IPv4 CIDR blocks")
+		}
+	}
+	if a, err := netip.ParseAddr(nw.DNS.Address); err != nil || !a.Is4() {
+		bad("network.dns.address", "", nw.DNS.Address, "must be an IPv4 address")
+	}
+	if nw.DNS.ClusterDomain == "" || strings.ContainsAny(nw.DNS.ClusterDomain, " /") {
+		bad("network.dns.clusterDomain", "", nw.DNS.ClusterDomain, "must be a DNS domain such as cluster.local")
+	}
+	for _, a := range nw.DNS.ClusterDNS {
+		if _, err := netip.ParseAddr(a); err != nil {
+			bad("network.dns.clusterDNS", "", a, "must be IP addresses")
+		}
 	}
 	dp := c.DevicePlugins
 	for _, f := range []struct{ field, flag, value string }{

@@ -60,6 +60,12 @@ func options() []option {
 			func(c *Config) flag.Value { return (*stringValue)(&c.Health.KmsgPath) }},
 		{"console-path", "Serial console `path` for the health summary written while the apiserver is out of reach.",
 			func(c *Config) flag.Value { return (*stringValue)(&c.Health.ConsolePath) }},
+		{"network", "Run pod networking: IPAM, the CNI backend and the datapath (`true` or false).",
+			func(c *Config) flag.Value { return (*boolValue)(&c.Network.Enabled) }},
+		{"cni-socket", "Unix socket `path` where autonode-cni reaches the agent.",
+			func(c *Config) flag.Value { return (*stringValue)(&c.Network.CNISocket) }},
+		{"ec2-endpoint", "EC2 API `URL`; empty uses the region's.",
+			func(c *Config) flag.Value { return (*stringValue)(&c.Network.EC2Endpoint) }},
 		{"shutdown-timeout", "How long (a `duration`) subsystems get to stop after SIGTERM before the agent exits anyway.",
 			func(c *Config) flag.Value { return (*durationValue)(&c.ShutdownTimeout) }},
 	}

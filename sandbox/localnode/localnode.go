@@ -108,6 +108,8 @@ type Node struct {
 	Client kubernetes.Interface
 
 	ns        netns.NsHandle
+	vpc       netns.NsHandle
+	vpcName   string
 	env       *envtest.Environment
 	listeners []net.Listener
 	servers   []*http.Server
@@ -147,7 +149,7 @@ func Up(ctx context.Context, opts Options) (_ *Node, err error) {
 	if err := removeStale(opts.StateDir, opts.Progress); err != nil {
 		return nil, err
 	}
-	n := &Node{opts: opts, ns: netns.None()}
+	n := &Node{opts: opts, ns: netns.None(), vpc: netns.None()}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, n.Close())
@@ -185,7 +187,19 @@ func Up(ctx context.Context, opts Options) (_ *Node, err error) {
 	if err := setUpLoopback(n.ns, imdsAddr+"/32"); err != nil {
 		return n, err
 	}
-	step("created network namespace " + n.NetnsName)
+	n.vpcName = n.NetnsName + "-vpc"
+	if n.vpc, err = netnsutil.NewNamed(n.vpcName); err != nil {
+		return n, err
+	}
+	primary, err := n.Model.ENI(inst.ENIIDs[0])
+	if err != nil {
+		return n, fmt.Errorf("primary ENI: %w", err)
+	}
+	if err := primaryENI(n.ns, n.vpc, primary.MAC, inst.PrivateIP, subnet.CIDR); err != nil {
+		return n, err
+	}
+	step(fmt.Sprintf("created network namespace %s with the primary ENI %s (%s, %s) as eth0; the VPC router in %s",
+		n.NetnsName, primary.ID, primary.MAC, inst.PrivateIP, n.vpcName))
 
 	// IMDS inside the namespace, where the agent's SDK looks by default.
 	imdsLn, err := listenIn(n.ns, net.JoinHostPort(imdsAddr, "80"))
@@ -287,9 +301,13 @@ func Up(ctx context.Context, opts Options) (_ *Node, err error) {
 	// The agent's state and serial console stay in the sandbox's folder; the
 	// device plugins find no hardware here, so write no sockets.
 	cfg := fmt.Sprintf("# Written by autonode-sandbox.\nlog:\n  format: text\nhttp:\n  address: %s\nkubernetes:\n  kubeconfig: %s\n"+
-		"podIdentity:\n  clusterName: %s\n  eksAuthEndpoint: %s\nstateDir: %s\nhealth:\n  consolePath: %s\nshutdownTimeout: 20s\n",
+		"podIdentity:\n  clusterName: %s\n  eksAuthEndpoint: %s\nstateDir: %s\nhealth:\n  consolePath: %s\n"+
+		// A few warm addresses on the primary ENI: secondary ENIs exist only
+		// in the emulator, with no link in the node's namespace.
+		"network:\n  ec2Endpoint: %s\n  cniSocket: %s\n  warmIPTarget: 3\n  minimumIPTarget: 3\nshutdownTimeout: 20s\n",
 		AgentStatusAddr, agentKubeconfig, ClusterName, eksAuthEndpoint,
-		filepath.Join(opts.StateDir, "agent-state"), filepath.Join(opts.StateDir, "console.log"))
+		filepath.Join(opts.StateDir, "agent-state"), filepath.Join(opts.StateDir, "console.log"),
+		n.EC2Endpoint, n.CNISocket())
 	if err := os.WriteFile(agentConfig, []byte(cfg), 0o644); err != nil {
 		return n, fmt.Errorf("agent config: %w", err)
 	}
@@ -470,8 +488,10 @@ func removeStale(stateDir string, step func(string)) error {
 	if !strings.HasPrefix(name, "autonode-i-") || strings.ContainsAny(name, "/.") {
 		return fmt.Errorf("%s/%s names %q, which is not a sandbox namespace; remove the file", stateDir, staleNetnsFile, name)
 	}
-	if err := netnsutil.DeleteNamed(name); err != nil {
-		return err
+	for _, ns := range []string{name, name + "-vpc"} {
+		if err := netnsutil.DeleteNamed(ns); err != nil {
+			return err
+		}
 	}
 	step("removed network namespace " + name + " left by an earlier sandbox")
 	return os.Remove(filepath.Join(stateDir, staleNetnsFile))
@@ -498,6 +518,10 @@ func (n *Node) AgentHTTPClient() *http.Client {
 		}},
 	}
 }
+
+// CNISocket is where the agent serves CNI requests; autonode-cni reaches it
+// from any namespace, since it is a path.
+func (n *Node) CNISocket() string { return filepath.Join(n.opts.StateDir, "cni.sock") }
 
 // PodCredentials asks the agent's Pod Identity endpoint, from inside the
 // node's namespace, for the credentials of namespace/serviceAccount, as a
@@ -561,6 +585,12 @@ func (n *Node) Close() error {
 	if n.NetnsName != "" {
 		if n.ns.IsOpen() {
 			n.ns.Close()
+		}
+		if n.vpc.IsOpen() {
+			n.vpc.Close()
+		}
+		if err := netnsutil.DeleteNamed(n.vpcName); n.vpcName != "" && err != nil {
+			errs = append(errs, err)
 		}
 		if err := netnsutil.DeleteNamed(n.NetnsName); err != nil {
 			errs = append(errs, err)

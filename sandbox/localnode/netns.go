@@ -3,6 +3,7 @@ package localnode
 import (
 	"fmt"
 	"net"
+	"net/netip"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -49,4 +50,66 @@ func setUpLoopback(ns netns.NsHandle, addrs ...string) error {
 		}
 	}
 	return nil
+}
+
+// primaryENI wires the node's primary ENI: eth0 in the node namespace with
+// the ENI's MAC and address and a default route via the subnet's router,
+// whose other end (the VPC router, the subnet's first host address) sits in
+// a namespace of its own, so that nothing touches the host's links.
+func primaryENI(node, vpc netns.NsHandle, mac string, addr netip.Addr, subnet netip.Prefix) error {
+	hw, err := net.ParseMAC(mac)
+	if err != nil {
+		return fmt.Errorf("primary ENI MAC %s: %w", mac, err)
+	}
+	router := subnet.Masked().Addr().Next()
+	nh, err := netlink.NewHandleAt(node)
+	if err != nil {
+		return fmt.Errorf("netlink in node netns: %w", err)
+	}
+	defer nh.Close()
+	veth := &netlink.Veth{
+		LinkAttrs:     netlink.LinkAttrs{Name: "eth0", HardwareAddr: hw, MTU: 9001},
+		PeerName:      "vpc0",
+		PeerNamespace: netlink.NsFd(int(vpc)),
+	}
+	if err := nh.LinkAdd(veth); err != nil {
+		return fmt.Errorf("creating the primary ENI link: %w", err)
+	}
+	eth0, err := nh.LinkByName("eth0")
+	if err != nil {
+		return fmt.Errorf("primary ENI link: %w", err)
+	}
+	if err := nh.AddrAdd(eth0, &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(addr, subnet.Bits()))}); err != nil {
+		return fmt.Errorf("adding %s to the primary ENI: %w", addr, err)
+	}
+	if err := nh.LinkSetUp(eth0); err != nil {
+		return fmt.Errorf("setting the primary ENI up: %w", err)
+	}
+	if err := nh.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: router.AsSlice()}); err != nil {
+		return fmt.Errorf("default route via %s: %w", router, err)
+	}
+	vh, err := netlink.NewHandleAt(vpc)
+	if err != nil {
+		return fmt.Errorf("netlink in vpc netns: %w", err)
+	}
+	defer vh.Close()
+	for _, name := range []string{"lo", "vpc0"} {
+		l, err := vh.LinkByName(name)
+		if err != nil {
+			return fmt.Errorf("vpc netns %s: %w", name, err)
+		}
+		if err := vh.LinkSetUp(l); err != nil {
+			return fmt.Errorf("setting vpc netns %s up: %w", name, err)
+		}
+		if name == "vpc0" {
+			if err := vh.AddrAdd(l, &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(router, subnet.Bits()))}); err != nil {
+				return fmt.Errorf("adding %s to the VPC router: %w", router, err)
+			}
+		}
+	}
+	return nil
+}
+
+func prefixNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }

@@ -33,6 +33,9 @@ func Do(ns netns.NsHandle, fn func() error) error {
 // NewNamed creates the namespace RunDir/name and returns a handle to it; the
 // caller stays where it was.
 func NewNamed(name string) (netns.NsHandle, error) {
+	if err := sharedRunDir(); err != nil {
+		return netns.None(), err
+	}
 	ns := netns.None()
 	err := onThread(func() error {
 		var err error
@@ -45,6 +48,25 @@ func NewNamed(name string) (netns.NsHandle, error) {
 		return nil
 	})
 	return ns, err
+}
+
+// sharedRunDir makes RunDir a shared mount, as `ip netns add` does, so that
+// namespaces created later also appear in mount namespaces copied earlier
+// (an agent started with `ip netns exec` sees pods created after it).
+func sharedRunDir() error {
+	if err := os.MkdirAll(RunDir, 0o755); err != nil {
+		return fmt.Errorf("creating %s: %w", RunDir, err)
+	}
+	err := unix.Mount("", RunDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	if errors.Is(err, unix.EINVAL) { // not a mount point yet: bind it onto itself
+		if err = unix.Mount(RunDir, RunDir, "none", unix.MS_BIND|unix.MS_REC, ""); err == nil {
+			err = unix.Mount("", RunDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("making %s a shared mount: %w", RunDir, err)
+	}
+	return nil
 }
 
 // New creates an anonymous namespace; it lives as long as the handle is open.

@@ -155,7 +155,9 @@ func startAgent(t *testing.T, env []string, args ...string) *agentProc {
 	p := &agentProc{log: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan error, 1)}
 	// Nothing the agent keeps or writes may land on the host's real paths.
 	state := t.TempDir()
-	args = append([]string{"--state-dir", state, "--console-path", filepath.Join(state, "console")}, args...)
+	// Pod networking would rewire the host's own netns; tests that want it
+	// pass --network=true inside a namespace of their own.
+	args = append([]string{"--state-dir", state, "--console-path", filepath.Join(state, "console"), "--network=false"}, args...)
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = append(cleanEnv(), env...)
 	p.cmd.Stdout = lockedWriter{p.mu, p.log}

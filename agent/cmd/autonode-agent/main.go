@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -125,8 +126,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer healthParts.close()
 	reporter := healthParts.reporter
 	specs := append([]subsystem.Spec{{Subsystem: node}}, healthParts.specs...)
+
+	// The node's own AWS credentials and region, for EC2 and EKS Auth: on
+	// EC2 the instance role, served by the same IMDS as the identity.
+	awsOpts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(id.Region)}
+	if cfg.IMDS.Endpoint != "" {
+		awsOpts = append(awsOpts, awsconfig.WithEC2IMDSEndpoint(cfg.IMDS.Endpoint))
+	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsOpts...)
+	if err != nil {
+		return fmt.Errorf("AWS configuration: %w", err)
+	}
+	if cfg.Network.Enabled {
+		network, closeNetwork, err := newNetwork(cfg, id, awsCfg, logger, reporter, registry)
+		if err != nil {
+			return err
+		}
+		defer closeNetwork()
+		specs = append(specs, network...)
+	}
 	if cfg.PodIdentity.ClusterName != "" {
-		spec, err := podIdentity(ctx, cfg, id, logger, registry)
+		spec, err := podIdentity(ctx, cfg, id, awsCfg, logger, registry)
 		if err != nil {
 			return err
 		}
@@ -184,15 +204,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 // podIdentity builds the Pod Identity endpoint. It signs EKS Auth calls with
 // the node's own credentials, from the SDK's chain: on EC2 the instance role
 // through the same IMDS the agent reads its identity from.
-func podIdentity(ctx context.Context, cfg config.Config, id instance.Identity, logger *slog.Logger, reg prometheus.Registerer) (subsystem.Spec, error) {
-	opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(id.Region)}
-	if cfg.IMDS.Endpoint != "" {
-		opts = append(opts, awsconfig.WithEC2IMDSEndpoint(cfg.IMDS.Endpoint))
-	}
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
-	if err != nil {
-		return subsystem.Spec{}, fmt.Errorf("pod identity: AWS configuration: %w", err)
-	}
+func podIdentity(ctx context.Context, cfg config.Config, id instance.Identity, awsCfg aws.Config, logger *slog.Logger, reg prometheus.Registerer) (subsystem.Spec, error) {
 	client, err := eksauth.New(ctx, eksauth.Options{Region: id.Region, Endpoint: cfg.PodIdentity.EKSAuthEndpoint, Credentials: awsCfg.Credentials})
 	if err != nil {
 		return subsystem.Spec{}, fmt.Errorf("pod identity: %w", err)
