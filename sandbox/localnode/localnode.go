@@ -117,7 +117,9 @@ type Node struct {
 	agentDone chan struct{}
 	agentErr  error
 	agentLog  *os.File
-	wg        sync.WaitGroup
+	// agentConfig is the agent's config file, kept for restarts.
+	agentConfig string
+	wg          sync.WaitGroup
 }
 
 // Up builds the sandbox node step by step, reporting each step. On error it
@@ -447,11 +449,12 @@ func (n *Node) createNode(ctx context.Context, inst vpc.Instance) error {
 // also gives it a private mount namespace, so its mounts stay there.
 func (n *Node) startAgent(configPath string) error {
 	logPath := filepath.Join(n.opts.StateDir, "agent.log")
-	f, err := os.Create(logPath)
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("agent log: %w", err)
 	}
 	n.agentLog = f
+	n.agentConfig = configPath
 	cmd := exec.Command("ip", "netns", "exec", n.NetnsName, n.opts.AgentBinary, "--config", configPath)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET=", "WATCHDOG_USEC=")
@@ -495,6 +498,24 @@ func removeStale(stateDir string, step func(string)) error {
 	}
 	step("removed network namespace " + name + " left by an earlier sandbox")
 	return os.Remove(filepath.Join(stateDir, staleNetnsFile))
+}
+
+// KillAgent kills the agent with SIGKILL, as a crash would, and waits for it.
+func (n *Node) KillAgent() {
+	_ = n.agent.Process.Kill()
+	<-n.agentDone
+	n.agentLog.Close()
+}
+
+// RestartAgent starts the agent again with the same configuration, after
+// KillAgent or its own exit.
+func (n *Node) RestartAgent() error {
+	select {
+	case <-n.agentDone:
+	default:
+		return errors.New("the agent is still running")
+	}
+	return n.startAgent(n.agentConfig)
 }
 
 // AgentExited is closed when the agent process ends.
