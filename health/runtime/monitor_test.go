@@ -6,19 +6,16 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/containerd/containerd/v2/client"
+	"github.com/autonode/autonode/sandbox/testenv"
 
 	"github.com/autonode/autonode/health"
-	"github.com/autonode/autonode/sandbox/privileged"
 )
 
 type recorder struct {
@@ -164,133 +161,12 @@ func TestRunStopsWithContext(t *testing.T) {
 	}
 }
 
-// containerd is a private containerd started by a test.
-type containerd struct {
-	t        *testing.T
-	bin, dir string
-	config   string
-	address  string
-	cmd      *exec.Cmd
-	exited   chan struct{}
-}
-
-// startContainerd runs /usr/bin/containerd with its own root, state and
-// socket in a temp folder, and a config that loads only what the probe
-// needs (no CRI). It is killed in cleanup.
-func startContainerd(t *testing.T) *containerd {
-	t.Helper()
-	privileged.Require(t, privileged.Root)
-	bin, err := exec.LookPath("containerd")
-	if err != nil {
-		privileged.Missing(t, "containerd", err)
-	}
-	// os.MkdirTemp under /tmp rather than t.TempDir: a unix socket path must
-	// stay under 108 bytes, and test names make t.TempDir long.
-	dir, err := os.MkdirTemp("", "ctd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &containerd{t: t, bin: bin, dir: dir, address: filepath.Join(dir, "c.sock"), config: filepath.Join(dir, "config.toml")}
-	cfg := fmt.Sprintf(`version = 2
-root = %[1]q
-state = %[2]q
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-[grpc]
-  address = %[3]q
-[ttrpc]
-  address = %[4]q
-[debug]
-  address = ""
-[metrics]
-  address = ""
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.address, c.address+".ttrpc")
-	if err := os.WriteFile(c.config, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c.stop()
-		// Unmount anything the snapshotters left before removing the tree.
-		_ = exec.Command("umount", "-R", filepath.Join(dir, "state")).Run()
-		if err := os.RemoveAll(dir); err != nil {
-			t.Errorf("removing %s: %v", dir, err)
-		}
-	})
-	c.start()
-	return c
-}
-
-func (c *containerd) start() {
-	c.t.Helper()
-	log, err := os.Create(filepath.Join(c.dir, "containerd.log"))
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	defer log.Close()
-	c.cmd = exec.Command(c.bin, "--config", c.config, "--log-level", "info")
-	c.cmd.Stdout, c.cmd.Stderr = log, log
-	if err := c.cmd.Start(); err != nil {
-		c.t.Fatalf("starting %s: %v", c.bin, err)
-	}
-	c.exited = make(chan struct{})
-	go func(cmd *exec.Cmd, exited chan struct{}) { _ = cmd.Wait(); close(exited) }(c.cmd, c.exited)
-	// Wait until it answers; the deadline only turns a hang into a failure.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if c.answers() {
-			return
-		}
-		select {
-		case <-c.exited:
-			b, _ := os.ReadFile(filepath.Join(c.dir, "containerd.log"))
-			c.t.Fatalf("containerd exited at start:\n%s", b)
-		default:
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(filepath.Join(c.dir, "containerd.log"))
-			c.t.Fatalf("containerd at %s never answered:\n%s", c.address, b)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (c *containerd) answers() bool {
-	if _, err := os.Stat(c.address); err != nil {
-		return false
-	}
-	cl, err := client.New(c.address, client.WithTimeout(2*time.Second))
-	if err != nil {
-		return false
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(c.t.Context(), 2*time.Second)
-	defer cancel()
-	_, err = cl.Version(ctx)
-	return err == nil
-}
-
-// stop kills containerd by its PID and waits for it.
-func (c *containerd) stop() {
-	if c.cmd == nil || c.cmd.Process == nil {
-		return
-	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.exited:
-	case <-time.After(30 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-c.exited
-	}
-	c.cmd = nil
-}
-
 func TestPrivilegedContainerdProbe(t *testing.T) {
-	ctd := startContainerd(t)
+	ctd := testenv.StartContainerd(t)
 	rec := &recorder{}
 	mountDir := t.TempDir()
 	m, err := New(Options{
-		Reporter: rec, ContainerdAddress: ctd.address, KubeletHealthzURL: "-", MountDir: mountDir,
+		Reporter: rec, ContainerdAddress: ctd.Address, KubeletHealthzURL: "-", MountDir: mountDir,
 		Snapshotter: testSnapshotter(t), Timeout: 5 * time.Second,
 	})
 	if err != nil {
@@ -315,10 +191,10 @@ func TestPrivilegedContainerdProbe(t *testing.T) {
 	if entries, _ := os.ReadDir(mountDir); len(entries) != 0 {
 		t.Errorf("the probe left %d folders in %s", len(entries), mountDir)
 	}
-	ctd.stop()
+	ctd.Stop()
 	round("stopped", "fail", "")
 	round("still stopped", "fail", "")
-	ctd.start()
+	ctd.Start()
 	round("restarted", "cleared", "")
 }
 
@@ -334,7 +210,7 @@ func testSnapshotter(t *testing.T) string {
 }
 
 func TestPrivilegedSnapshotFailure(t *testing.T) {
-	ctd := startContainerd(t)
+	ctd := testenv.StartContainerd(t)
 	tests := []struct {
 		name string
 		opts Options
@@ -347,7 +223,7 @@ func TestPrivilegedSnapshotFailure(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := &recorder{}
 			opts := tt.opts
-			opts.Reporter, opts.ContainerdAddress, opts.KubeletHealthzURL, opts.Timeout = rec, ctd.address, "-", 5*time.Second
+			opts.Reporter, opts.ContainerdAddress, opts.KubeletHealthzURL, opts.Timeout = rec, ctd.Address, "-", 5*time.Second
 			if opts.Snapshotter == "" {
 				opts.Snapshotter = testSnapshotter(t)
 			}

@@ -1,19 +1,16 @@
 package sandboxes
 
 import (
-	"context"
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"maps"
 	"net/netip"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/autonode/autonode/sandbox/testenv"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
@@ -22,7 +19,6 @@ import (
 	"github.com/containerd/typeurl/v2"
 
 	"github.com/autonode/autonode/agent/network/ipam"
-	"github.com/autonode/autonode/sandbox/privileged"
 )
 
 // metadataTypeURL is the type URL the CRI plugin registers its sandbox
@@ -147,8 +143,8 @@ func TestUnreachable(t *testing.T) {
 }
 
 func TestPrivilegedContainerd(t *testing.T) {
-	ctd := startContainerd(t)
-	admin, err := client.New(ctd.address, client.WithTimeout(5*time.Second))
+	ctd := testenv.StartContainerd(t)
+	admin, err := client.New(ctd.Address, client.WithTimeout(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +166,7 @@ func TestPrivilegedContainerd(t *testing.T) {
 	create(DefaultNamespace, "plain", nil, "")
 	create("default", "sb-elsewhere", sandbox, metaV1) // another namespace
 
-	c := New(Options{Address: ctd.address, Timeout: 5 * time.Second})
+	c := New(Options{Address: ctd.Address, Timeout: 5 * time.Second})
 	defer c.Close()
 	wantLive := func(step string, ids ...string) {
 		t.Helper()
@@ -213,17 +209,17 @@ func TestPrivilegedContainerd(t *testing.T) {
 		t.Errorf("Addresses with unreadable metadata = %v, %v; want nil, nil", addrs, err)
 	}
 
-	ctd.stop()
+	ctd.Stop()
 	for i := range 2 {
 		live, err := c.Live(t.Context())
-		if err == nil || live != nil || !strings.Contains(err.Error(), ctd.address) {
-			t.Fatalf("stopped, call %d: Live = %v, %v; want an error naming %s", i, live, err, ctd.address)
+		if err == nil || live != nil || !strings.Contains(err.Error(), ctd.Address) {
+			t.Fatalf("stopped, call %d: Live = %v, %v; want an error naming %s", i, live, err, ctd.Address)
 		}
 		if addrs, err := c.Addresses(t.Context()); err == nil || addrs != nil {
 			t.Fatalf("stopped, call %d: Addresses = %v, %v; want an error", i, addrs, err)
 		}
 	}
-	ctd.start()
+	ctd.Start()
 	wantLive("restarted (reconnects)", "sb-a", "sb-bare")
 
 	if err := c.Close(); err != nil {
@@ -232,120 +228,4 @@ func TestPrivilegedContainerd(t *testing.T) {
 	if _, err := c.Live(t.Context()); !errors.Is(err, ErrClosed) {
 		t.Errorf("after Close: %v, want ErrClosed", err)
 	}
-}
-
-// containerd is a private containerd started by a test.
-type containerd struct {
-	t        *testing.T
-	bin, dir string
-	config   string
-	address  string
-	cmd      *exec.Cmd
-	exited   chan struct{}
-}
-
-// startContainerd runs containerd with its own root, state and socket in a
-// temp folder and a config without CRI; it is killed in cleanup.
-func startContainerd(t *testing.T) *containerd {
-	t.Helper()
-	privileged.Require(t, privileged.Root)
-	bin, err := exec.LookPath("containerd")
-	if err != nil {
-		privileged.Missing(t, "containerd", err)
-	}
-	// os.MkdirTemp under /tmp rather than t.TempDir: a unix socket path must
-	// stay under 108 bytes, and test names make t.TempDir long.
-	dir, err := os.MkdirTemp("", "ctd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &containerd{t: t, bin: bin, dir: dir, address: filepath.Join(dir, "c.sock"), config: filepath.Join(dir, "config.toml")}
-	cfg := fmt.Sprintf(`version = 2
-root = %[1]q
-state = %[2]q
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-[grpc]
-  address = %[3]q
-[ttrpc]
-  address = %[4]q
-[debug]
-  address = ""
-[metrics]
-  address = ""
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.address, c.address+".ttrpc")
-	if err := os.WriteFile(c.config, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c.stop()
-		_ = exec.Command("umount", "-R", filepath.Join(dir, "state")).Run()
-		if err := os.RemoveAll(dir); err != nil {
-			t.Errorf("removing %s: %v", dir, err)
-		}
-	})
-	c.start()
-	return c
-}
-
-func (c *containerd) start() {
-	c.t.Helper()
-	log, err := os.Create(filepath.Join(c.dir, "containerd.log"))
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	defer log.Close()
-	c.cmd = exec.Command(c.bin, "--config", c.config, "--log-level", "info")
-	c.cmd.Stdout, c.cmd.Stderr = log, log
-	if err := c.cmd.Start(); err != nil {
-		c.t.Fatalf("starting %s: %v", c.bin, err)
-	}
-	c.exited = make(chan struct{})
-	go func(cmd *exec.Cmd, exited chan struct{}) { _ = cmd.Wait(); close(exited) }(c.cmd, c.exited)
-	// Wait until it answers; the deadline only turns a hang into a failure.
-	deadline := time.Now().Add(60 * time.Second)
-	for !c.answers() {
-		select {
-		case <-c.exited:
-			b, _ := os.ReadFile(filepath.Join(c.dir, "containerd.log"))
-			c.t.Fatalf("containerd exited at start:\n%s", b)
-		default:
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(filepath.Join(c.dir, "containerd.log"))
-			c.t.Fatalf("containerd at %s never answered:\n%s", c.address, b)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (c *containerd) answers() bool {
-	if _, err := os.Stat(c.address); err != nil {
-		return false
-	}
-	cl, err := client.New(c.address, client.WithTimeout(2*time.Second))
-	if err != nil {
-		return false
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(c.t.Context(), 2*time.Second)
-	defer cancel()
-	_, err = cl.Version(ctx)
-	return err == nil
-}
-
-// stop ends containerd by its PID and waits for it.
-func (c *containerd) stop() {
-	if c.cmd == nil || c.cmd.Process == nil {
-		return
-	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.exited:
-	case <-time.After(30 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-c.exited
-	}
-	c.cmd = nil
 }
