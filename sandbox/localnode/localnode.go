@@ -617,7 +617,12 @@ func (n *Node) Close() error {
 			errs = append(errs, err)
 		}
 	}
-	for _, f := range []string{"admin.kubeconfig", "agent.kubeconfig", "agent.yaml", staleNetnsFile} {
+	// The agent's state belongs to this instance; the next sandbox starts
+	// afresh (the emulated instance ids repeat from run to run).
+	if err := os.RemoveAll(filepath.Join(n.opts.StateDir, "agent-state")); err != nil {
+		errs = append(errs, err)
+	}
+	for _, f := range []string{"admin.kubeconfig", "agent.kubeconfig", "agent.yaml", "console.log", staleNetnsFile} {
 		if err := os.Remove(filepath.Join(n.opts.StateDir, f)); err != nil && !os.IsNotExist(err) {
 			errs = append(errs, err)
 		}
