@@ -3,6 +3,7 @@ package deviceplugins_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -12,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/autonode/autonode/health/healthtest"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -91,45 +94,6 @@ func (preferredBackend) PreferredAllocation(available, mustInclude []string, siz
 		}
 	}
 	return out, nil
-}
-
-// recorder is a health.Reporter that keeps every signal.
-type recorder struct {
-	mu      sync.Mutex
-	signals []health.Signal
-}
-
-func (r *recorder) Report(_ context.Context, s health.Signal) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.signals = append(r.signals, s)
-}
-
-func (r *recorder) all() []health.Signal {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.signals)
-}
-
-// waitFor waits for the n-th signal with reason (counting from 1).
-func (r *recorder) waitFor(t *testing.T, reason string, n int) health.Signal {
-	t.Helper()
-	deadline := time.Now().Add(plugintest.WaitTimeout)
-	for {
-		var found []health.Signal
-		for _, s := range r.all() {
-			if s.Reason == reason {
-				found = append(found, s)
-			}
-		}
-		if len(found) >= n {
-			return found[n-1]
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no signal %s #%d within %s; got %+v", reason, n, plugintest.WaitTimeout, r.all())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func dev(id string, healthy bool, numa int, reason string) deviceplugins.Device {
@@ -320,7 +284,7 @@ func TestReregisters(t *testing.T) {
 
 func TestListAndWatchAndHealthSignals(t *testing.T) {
 	backend := newFakeBackend(dev("gpu-0", true, 1, ""), dev("gpu-1", true, -1, ""))
-	rec := &recorder{}
+	rec := &healthtest.Recorder{}
 	r := start(t, backend, rec, true)
 	const res = "example.com/fake"
 
@@ -354,7 +318,7 @@ func TestListAndWatchAndHealthSignals(t *testing.T) {
 	if next, err := stream.Recv(); err != nil || healthOf(next.GetDevices(), "gpu-0") != pluginapi.Unhealthy {
 		t.Errorf("second ListAndWatch after the change = %v, %v", next, err)
 	}
-	s := rec.waitFor(t, "DeviceUnhealthy", 1)
+	s := waitForNth(t, rec, "DeviceUnhealthy", 1)
 	if s.Source != res || s.Condition != health.AcceleratedHardwareReady || s.Severity != health.Warning ||
 		!strings.Contains(s.Message, "gpu-0") || !strings.Contains(s.Message, "XID 79") {
 		t.Errorf("unhealthy signal = %+v", s)
@@ -364,14 +328,14 @@ func TestListAndWatchAndHealthSignals(t *testing.T) {
 	r.kubelet.WaitForDevices(t, res, func(ds []*pluginapi.Device) bool {
 		return healthOf(ds, "gpu-0") == pluginapi.Healthy
 	})
-	s = rec.waitFor(t, "DeviceRecovered", 1)
+	s = waitForNth(t, rec, "DeviceRecovered", 1)
 	if s.Source != res || s.Condition != health.AcceleratedHardwareReady || s.Severity != health.Info ||
 		!strings.Contains(s.Message, "gpu-0") {
 		t.Errorf("recovered signal = %+v", s)
 	}
 	// Each transition is reported once, not on every list.
-	if got := len(rec.all()); got != 2 {
-		t.Errorf("got %d signals, want 2: %+v", got, rec.all())
+	if got := len(rec.Signals()); got != 2 {
+		t.Errorf("got %d signals, want 2: %+v", got, rec.Signals())
 	}
 }
 
@@ -508,4 +472,20 @@ func TestBackendErrorEndsRun(t *testing.T) {
 	if r.plugin.Ready() == nil {
 		t.Errorf("Ready() = nil after Run failed")
 	}
+}
+
+// waitForNth waits for the nth signal with reason and returns it.
+func waitForNth(t *testing.T, r *healthtest.Recorder, reason string, n int) health.Signal {
+	t.Helper()
+	var found []health.Signal
+	r.WaitFor(t, fmt.Sprintf("signal %s #%d", reason, n), func(ss []health.Signal) bool {
+		found = found[:0]
+		for _, s := range ss {
+			if s.Reason == reason {
+				found = append(found, s)
+			}
+		}
+		return len(found) >= n
+	})
+	return found[n-1]
 }

@@ -9,29 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/autonode/autonode/health/healthtest"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/autonode/autonode/health"
 )
-
-// recorder is a health.Reporter that keeps what it is told.
-type recorder struct {
-	mu      sync.Mutex
-	signals []health.Signal
-}
-
-func (r *recorder) Report(_ context.Context, s health.Signal) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.signals = append(r.signals, s)
-}
-
-func (r *recorder) all() []health.Signal {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]health.Signal(nil), r.signals...)
-}
 
 // fakeSub is a scripted subsystem.
 type fakeSub struct {
@@ -115,7 +99,7 @@ func TestFailingSubsystemRestartsWhileOthersRun(t *testing.T) {
 	steady := &fakeSub{name: "steady"}
 	steady.run = serve(steady)
 
-	signals := &recorder{}
+	signals := &healthtest.Recorder{}
 	opts := fastOptions(reg)
 	opts.Health = signals
 	sup, err := New(opts, Spec{Subsystem: steady}, Spec{Subsystem: flaky, Condition: health.NetworkingReady})
@@ -141,7 +125,7 @@ func TestFailingSubsystemRestartsWhileOthersRun(t *testing.T) {
 	if st[1].Failures != 4 || !strings.Contains(st[1].LastErr, "kaboom") {
 		t.Errorf("flaky status = %+v, want 4 failures, last one the panic", st[1])
 	}
-	got := signals.all()
+	got := signals.Signals()
 	if len(got) != 4 {
 		t.Fatalf("%d health signals, want one per failure (4): %+v", len(got), got)
 	}

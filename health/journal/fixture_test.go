@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -81,48 +80,6 @@ func writeJournal(t *testing.T, path string, start int, entries []entry) {
 	}
 	if err := os.Rename(staged, path); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// recorder is a health.Reporter that keeps what it is given.
-type recorder struct {
-	mu      sync.Mutex
-	signals []health.Signal
-	notify  chan struct{}
-}
-
-func newRecorder() *recorder { return &recorder{notify: make(chan struct{}, 1)} }
-
-func (r *recorder) Report(_ context.Context, s health.Signal) {
-	r.mu.Lock()
-	r.signals = append(r.signals, s)
-	r.mu.Unlock()
-	select {
-	case r.notify <- struct{}{}:
-	default:
-	}
-}
-
-func (r *recorder) got() []health.Signal {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]health.Signal(nil), r.signals...)
-}
-
-// waitFor waits until cond holds for what was reported. The deadline only
-// turns a hang into a failure; nothing is timed.
-func (r *recorder) waitFor(t *testing.T, what string, cond func([]health.Signal) bool) []health.Signal {
-	t.Helper()
-	deadline := time.After(60 * time.Second)
-	for {
-		if got := r.got(); cond(got) {
-			return got
-		}
-		select {
-		case <-r.notify:
-		case <-deadline:
-			t.Fatalf("gave up waiting for %s; got %+v", what, r.got())
-		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/autonode/autonode/health"
+	"github.com/autonode/autonode/health/healthtest"
 )
 
 // fixtureA is a kubelet and containerd log with one of each known problem,
@@ -62,24 +63,24 @@ func checkWantA(t *testing.T, got []health.Signal) {
 func TestFixtureSignals(t *testing.T) {
 	dir := t.TempDir()
 	writeJournal(t, filepath.Join(dir, "a.journal"), 0, fixtureA)
-	rec := newRecorder()
+	rec := &healthtest.Recorder{}
 	r := start(t, Options{Reporter: rec, Directory: dir})
-	got := rec.waitFor(t, "fixture A's signals", func(ss []health.Signal) bool { return len(problems(ss)) >= len(wantA) })
+	got := rec.WaitFor(t, "fixture A's signals", func(ss []health.Signal) bool { return len(problems(ss)) >= len(wantA) })
 	checkWantA(t, got)
 
 	// Follow: a file added while running is read without a restart.
 	writeJournal(t, filepath.Join(dir, "b.journal"), 100, fixtureB)
-	got = rec.waitFor(t, "fixture B's signal", count(ReasonKubeletPLEGUnhealthy, 2))
+	got = rec.WaitFor(t, "fixture B's signal", count(ReasonKubeletPLEGUnhealthy, 2))
 	if err := r.stop(); err != nil {
 		t.Fatalf("Run = %v", err)
 	}
-	if p := problems(rec.got()); len(p) != len(wantA)+1 {
+	if p := problems(rec.Signals()); len(p) != len(wantA)+1 {
 		t.Errorf("got %d signals, want %d:%s", len(p), len(wantA)+1, messages(p))
 	}
 	if last := byReason(got, ReasonKubeletPLEGUnhealthy)[1]; !strings.Contains(last.Message, "PLEG is not healthy") {
 		t.Errorf("fixture B signal %+v", last)
 	}
-	if rs := byReason(rec.got(), ReasonJournalReadError); len(rs) != 0 {
+	if rs := byReason(rec.Signals(), ReasonJournalReadError); len(rs) != 0 {
 		t.Errorf("read errors on good files:%s", messages(rs))
 	}
 }
@@ -87,11 +88,11 @@ func TestFixtureSignals(t *testing.T) {
 func TestUnitsOption(t *testing.T) {
 	dir := t.TempDir()
 	writeJournal(t, filepath.Join(dir, "a.journal"), 0, fixtureA)
-	rec := newRecorder()
+	rec := &healthtest.Recorder{}
 	r := start(t, Options{Reporter: rec, Directory: dir, Units: []string{"sshd.service"}})
-	rec.waitFor(t, "sshd's disk signal", count(health.ReasonDiskPressure, 1))
+	rec.WaitFor(t, "sshd's disk signal", count(health.ReasonDiskPressure, 1))
 	r.stop()
-	if p := problems(rec.got()); len(p) != 1 || !strings.Contains(p[0].Message, "sshd.service: no space left on device") {
+	if p := problems(rec.Signals()); len(p) != 1 || !strings.Contains(p[0].Message, "sshd.service: no space left on device") {
 		t.Errorf("with Units=[sshd.service] got:%s", messages(p))
 	}
 }
@@ -101,22 +102,22 @@ func TestResumeByCursor(t *testing.T) {
 	cursorPath := filepath.Join(t.TempDir(), "state", "journal.cursor")
 	writeJournal(t, filepath.Join(dir, "a.journal"), 0, fixtureA)
 
-	rec := newRecorder()
+	rec := &healthtest.Recorder{}
 	r := start(t, Options{Reporter: rec, Directory: dir, CursorPath: cursorPath})
-	rec.waitFor(t, "fixture A's signals", func(ss []health.Signal) bool { return len(problems(ss)) >= len(wantA) })
+	rec.WaitFor(t, "fixture A's signals", func(ss []health.Signal) bool { return len(problems(ss)) >= len(wantA) })
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
 	}
-	checkWantA(t, rec.got())
+	checkWantA(t, rec.Signals())
 	if _, err := os.Stat(cursorPath); err != nil {
 		t.Fatalf("no cursor saved: %v", err)
 	}
 
 	// A restart with nothing new reports nothing; then new entries, once.
 	writeJournal(t, filepath.Join(dir, "b.journal"), 100, fixtureB)
-	rec2 := newRecorder()
+	rec2 := &healthtest.Recorder{}
 	r2 := start(t, Options{Reporter: rec2, Directory: dir, CursorPath: cursorPath})
-	got := rec2.waitFor(t, "fixture B's signal", count(ReasonKubeletPLEGUnhealthy, 1))
+	got := rec2.WaitFor(t, "fixture B's signal", count(ReasonKubeletPLEGUnhealthy, 1))
 	if err := r2.stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -129,9 +130,9 @@ func TestResumeByCursor(t *testing.T) {
 	// the final cursor save), which the recorder cannot observe directly:
 	// a marker entry in a new file tells us it has read that far.
 	writeJournal(t, filepath.Join(dir, "c.journal"), 200, []entry{{"kubelet.service", "too many open files (marker)"}})
-	rec3 := newRecorder()
+	rec3 := &healthtest.Recorder{}
 	r3 := start(t, Options{Reporter: rec3, Directory: dir, CursorPath: cursorPath})
-	got = rec3.waitFor(t, "the marker", count(ReasonTooManyOpenFiles, 1))
+	got = rec3.WaitFor(t, "the marker", count(ReasonTooManyOpenFiles, 1))
 	r3.stop()
 	if p := problems(got); len(p) != 1 || !strings.Contains(p[0].Message, "logged 2023-11-14T22:16:40Z") { // entry 200
 		t.Fatalf("third run got (want only the marker):%s", messages(p))
@@ -141,11 +142,11 @@ func TestResumeByCursor(t *testing.T) {
 func TestStartAtEnd(t *testing.T) {
 	dir := t.TempDir()
 	writeJournal(t, filepath.Join(dir, "a.journal"), 0, fixtureA)
-	rec := newRecorder()
+	rec := &healthtest.Recorder{}
 	r := start(t, Options{Reporter: rec, Directory: dir, StartAtEnd: true})
 	waitReady(t, r.m)
 	writeJournal(t, filepath.Join(dir, "b.journal"), 100, fixtureB)
-	got := rec.waitFor(t, "fixture B's signal", count(ReasonKubeletPLEGUnhealthy, 1))
+	got := rec.WaitFor(t, "fixture B's signal", count(ReasonKubeletPLEGUnhealthy, 1))
 	r.stop()
 	if p := problems(got); len(p) != 1 || !strings.Contains(p[0].Message, "has yet to be successful") {
 		t.Fatalf("StartAtEnd got (want only fixture B's PLEG):%s", messages(p))
@@ -166,9 +167,9 @@ func TestCorruptCursor(t *testing.T) {
 			if err := os.WriteFile(cursorPath, []byte(content), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			rec := newRecorder()
+			rec := &healthtest.Recorder{}
 			r := start(t, Options{Reporter: rec, Directory: dir, CursorPath: cursorPath})
-			got := rec.waitFor(t, "fixture A's signals", func(ss []health.Signal) bool { return len(problems(ss)) >= len(wantA) })
+			got := rec.WaitFor(t, "fixture A's signals", func(ss []health.Signal) bool { return len(problems(ss)) >= len(wantA) })
 			if err := r.stop(); err != nil {
 				t.Fatal(err)
 			}
@@ -195,9 +196,9 @@ func TestTruncatedJournalFile(t *testing.T) {
 	if err := os.Truncate(cut, 5000); err != nil {
 		t.Fatal(err)
 	}
-	rec := newRecorder()
+	rec := &healthtest.Recorder{}
 	r := start(t, Options{Reporter: rec, Directory: dir})
-	got := rec.waitFor(t, "fixture A's signals and the read error", func(ss []health.Signal) bool {
+	got := rec.WaitFor(t, "fixture A's signals and the read error", func(ss []health.Signal) bool {
 		return len(problems(ss)) >= len(wantA) && len(byReason(ss, ReasonJournalReadError)) > 0
 	})
 	if r.m.Ready() != nil {
@@ -205,12 +206,12 @@ func TestTruncatedJournalFile(t *testing.T) {
 	}
 	// It keeps running: a later file is still read.
 	writeJournal(t, filepath.Join(dir, "c.journal"), 200, []entry{{"kubelet.service", "too many open files (after)"}})
-	rec.waitFor(t, "the later file's signal", count(ReasonTooManyOpenFiles, 2))
+	rec.WaitFor(t, "the later file's signal", count(ReasonTooManyOpenFiles, 2))
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
 	}
 	checkWantA(t, got)
-	es := byReason(rec.got(), ReasonJournalReadError)
+	es := byReason(rec.Signals(), ReasonJournalReadError)
 	if len(es) != 1 || es[0].Severity != health.Info || !strings.Contains(es[0].Message, cut) ||
 		!strings.Contains(es[0].Message, "truncated") {
 		t.Errorf("read errors (want one naming %s as truncated):%s", cut, messages(es))
@@ -226,10 +227,10 @@ func TestDisabledWithoutJournal(t *testing.T) {
 	}
 	for name, opts := range tests {
 		t.Run(name, func(t *testing.T) {
-			rec := newRecorder()
+			rec := &healthtest.Recorder{}
 			opts.Reporter = rec
 			r := start(t, opts)
-			got := rec.waitFor(t, "the disabled signal", count(ReasonJournalDisabled, 1))
+			got := rec.WaitFor(t, "the disabled signal", count(ReasonJournalDisabled, 1))
 			if err := r.m.Ready(); err != nil || !r.m.Disabled() {
 				t.Errorf("Ready = %v, Disabled = %v; want nil, true", err, r.m.Disabled())
 			}
@@ -256,7 +257,7 @@ func TestNewDefaults(t *testing.T) {
 	if _, err := New(Options{}); err == nil {
 		t.Error("New accepted no Reporter")
 	}
-	m, err := New(Options{Reporter: newRecorder()})
+	m, err := New(Options{Reporter: &healthtest.Recorder{}})
 	if err != nil {
 		t.Fatal(err)
 	}

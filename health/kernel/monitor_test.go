@@ -11,7 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
+
+	"github.com/autonode/autonode/health/healthtest"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -19,43 +20,6 @@ import (
 	"github.com/autonode/autonode/agent/subsystem"
 	"github.com/autonode/autonode/health"
 )
-
-// recorder is a health.Reporter that keeps what it is given.
-type recorder struct {
-	mu      sync.Mutex
-	signals []health.Signal
-	notify  chan struct{}
-}
-
-func newRecorder() *recorder { return &recorder{notify: make(chan struct{}, 1000)} }
-
-func (r *recorder) Report(_ context.Context, s health.Signal) {
-	r.mu.Lock()
-	r.signals = append(r.signals, s)
-	r.mu.Unlock()
-	select {
-	case r.notify <- struct{}{}:
-	default:
-	}
-}
-
-func (r *recorder) got() []health.Signal {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]health.Signal(nil), r.signals...)
-}
-
-func (r *recorder) reasons(t *testing.T) []string {
-	t.Helper()
-	var out []string
-	for _, s := range r.got() {
-		if s.Source != SignalSource {
-			t.Errorf("signal %+v has Source %q, want %q", s, s.Source, SignalSource)
-		}
-		out = append(out, s.Reason)
-	}
-	return out
-}
 
 // wantFixture is what testdata/kmsg.txt must produce, in order.
 var wantFixture = []struct {
@@ -150,13 +114,13 @@ func fixture(t *testing.T, upTo uint64) string {
 
 func TestMonitorFixture(t *testing.T) {
 	e := newEnv(t, "boot-1")
-	rep := newRecorder()
+	rep := &healthtest.Recorder{}
 	m := e.monitor(t, rep, "testdata/kmsg.txt")
 	runToEnd(t, m)
 
-	got := rep.got()
+	got := rep.Signals()
 	if len(got) != len(wantFixture) {
-		t.Errorf("got %d signals, want %d: %v", len(got), len(wantFixture), rep.reasons(t))
+		t.Errorf("got %d signals, want %d: %v", len(got), len(wantFixture), reasons(t, rep))
 	}
 	for i, w := range wantFixture {
 		if i >= len(got) {
@@ -196,10 +160,10 @@ func TestMonitorResumeSameBoot(t *testing.T) {
 	if err := os.WriteFile(log, []byte(fixture(t, 1009)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	first := newRecorder()
+	first := &healthtest.Recorder{}
 	runToEnd(t, e.monitor(t, first, log))
-	if n := len(first.got()); n != 8 {
-		t.Fatalf("first run: %d signals, want 8: %v", n, first.reasons(t))
+	if n := len(first.Signals()); n != 8 {
+		t.Fatalf("first run: %d signals, want 8: %v", n, reasons(t, first))
 	}
 	if c := e.readCursor(t); c.Sequence != 1009 {
 		t.Fatalf("cursor after first run = %+v, want 1009", c)
@@ -209,11 +173,11 @@ func TestMonitorResumeSameBoot(t *testing.T) {
 	if err := os.WriteFile(log, []byte(fixture(t, 2000)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	second := newRecorder()
+	second := &healthtest.Recorder{}
 	runToEnd(t, e.monitor(t, second, log))
-	got := second.got()
+	got := second.Signals()
 	if len(got) != len(wantFixture)-8 {
-		t.Fatalf("second run: %d signals, want %d: %v", len(got), len(wantFixture)-8, second.reasons(t))
+		t.Fatalf("second run: %d signals, want %d: %v", len(got), len(wantFixture)-8, reasons(t, second))
 	}
 	for i, s := range got {
 		if w := wantFixture[8+i]; s.Reason != w.reason || !strings.Contains(s.Message, fmt.Sprintf("seq %d", w.seq)) {
@@ -222,21 +186,21 @@ func TestMonitorResumeSameBoot(t *testing.T) {
 	}
 
 	// A third start with nothing new reports nothing.
-	third := newRecorder()
+	third := &healthtest.Recorder{}
 	runToEnd(t, e.monitor(t, third, log))
-	if n := len(third.got()); n != 0 {
-		t.Errorf("third run: %d signals, want none: %v", n, third.reasons(t))
+	if n := len(third.Signals()); n != 0 {
+		t.Errorf("third run: %d signals, want none: %v", n, reasons(t, third))
 	}
 }
 
 func TestMonitorNewBootStartsOver(t *testing.T) {
 	e := newEnv(t, "boot-1")
-	runToEnd(t, e.monitor(t, newRecorder(), "testdata/kmsg.txt"))
+	runToEnd(t, e.monitor(t, &healthtest.Recorder{}, "testdata/kmsg.txt"))
 
 	e.setBoot(t, "boot-2")
-	rep := newRecorder()
+	rep := &healthtest.Recorder{}
 	runToEnd(t, e.monitor(t, rep, "testdata/kmsg.txt"))
-	if n := len(rep.got()); n != len(wantFixture) {
+	if n := len(rep.Signals()); n != len(wantFixture) {
 		t.Errorf("after a reboot: %d signals, want all %d", n, len(wantFixture))
 	}
 	if c := e.readCursor(t); c != (cursor{BootID: "boot-2", Sequence: 1022}) {
@@ -258,12 +222,12 @@ func TestMonitorCorruptCursor(t *testing.T) {
 			if err := os.WriteFile(e.cursor, []byte(content), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			rep := newRecorder()
+			rep := &healthtest.Recorder{}
 			runToEnd(t, e.monitor(t, rep, "testdata/kmsg.txt"))
 
-			got := rep.got()
+			got := rep.Signals()
 			if len(got) != len(wantFixture)+1 {
-				t.Fatalf("%d signals, want the corrupt-cursor signal and all %d: %v", len(got), len(wantFixture), rep.reasons(t))
+				t.Fatalf("%d signals, want the corrupt-cursor signal and all %d: %v", len(got), len(wantFixture), reasons(t, rep))
 			}
 			if s := got[0]; s.Reason != ReasonCursorCorrupted || s.Severity != health.Info ||
 				!strings.Contains(s.Message, e.cursor+".bad") {
@@ -330,7 +294,7 @@ func TestMonitorRecordsLost(t *testing.T) {
 		rec(16, "Out of memory: Killed process 3 (c)"), // a source that cannot say how many: one
 		rec(17, "bye"),
 	)
-	rep := newRecorder()
+	rep := &healthtest.Recorder{}
 	reg := prometheus.NewPedanticRegistry()
 	m, err := New(Options{Reporter: rep, Registerer: reg, Open: func(string) (Source, error) { return src, nil }})
 	if err != nil {
@@ -339,10 +303,10 @@ func TestMonitorRecordsLost(t *testing.T) {
 	runToEnd(t, m)
 
 	want := []string{health.ReasonOOMKill, health.ReasonKmsgRecordsLost, health.ReasonOOMKill, health.ReasonKmsgRecordsLost, health.ReasonOOMKill}
-	if got := rep.reasons(t); strings.Join(got, ",") != strings.Join(want, ",") {
+	if got := reasons(t, rep); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("reasons = %v, want %v", got, want)
 	}
-	lost := rep.got()[1]
+	lost := rep.Signals()[1]
 	if lost.Severity != health.Info || lost.Condition != health.KernelReady || !strings.Contains(lost.Message, "3 kernel log records") {
 		t.Errorf("lost signal = %+v, want a KernelReady info counting 3", lost)
 	}
@@ -368,14 +332,14 @@ func TestMonitorGapAfterRestartIsLoss(t *testing.T) {
 	}
 	// While the monitor was down the ring wrapped: it now starts at 150.
 	src := newFakeSource(false, rec(150, "first"), rec(151, "second"))
-	rep := newRecorder()
+	rep := &healthtest.Recorder{}
 	m, err := New(Options{Reporter: rep, BootIDPath: e.bootID, CursorPath: e.cursor,
 		Open: func(string) (Source, error) { return src, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	runToEnd(t, m)
-	got := rep.got()
+	got := rep.Signals()
 	if len(got) != 1 || got[0].Reason != health.ReasonKmsgRecordsLost || !strings.Contains(got[0].Message, "49 kernel log records") {
 		t.Errorf("signals = %+v, want one KmsgRecordsLost counting 49", got)
 	}
@@ -383,7 +347,7 @@ func TestMonitorGapAfterRestartIsLoss(t *testing.T) {
 
 func TestMonitorReadyAndCancel(t *testing.T) {
 	src := newFakeSource(true, rec(1, "INFO: task a:1 blocked for more than 120 seconds."))
-	rep := newRecorder()
+	rep := &healthtest.Recorder{}
 	m, err := New(Options{Reporter: rep, Open: func(string) (Source, error) { return src, nil }})
 	if err != nil {
 		t.Fatal(err)
@@ -397,7 +361,8 @@ func TestMonitorReadyAndCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
-	<-rep.notify // the record was handled, so the source is open
+	// The record was handled, so the source is open.
+	rep.WaitFor(t, "the record's signal", func(ss []health.Signal) bool { return len(ss) > 0 })
 	if err := m.Ready(); err != nil {
 		t.Errorf("Ready() while running = %v", err)
 	}
@@ -411,7 +376,7 @@ func TestMonitorReadyAndCancel(t *testing.T) {
 }
 
 func TestMonitorSourceErrors(t *testing.T) {
-	rep := newRecorder()
+	rep := &healthtest.Recorder{}
 	m, err := New(Options{Reporter: rep, Path: filepath.Join(t.TempDir(), "missing")})
 	if err != nil {
 		t.Fatal(err)
@@ -442,7 +407,7 @@ func TestMonitorFIFO(t *testing.T) {
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatalf("mkfifo: %v", err)
 	}
-	rep := newRecorder()
+	rep := &healthtest.Recorder{}
 	m := e.monitor(t, rep, fifo)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
@@ -458,16 +423,12 @@ func TestMonitorFIFO(t *testing.T) {
 	if _, err := io.WriteString(w, rec(1, "nf_conntrack: table full, dropping packet")+rec(2, "next")); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-rep.notify:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no signal from the FIFO")
-	}
+	rep.WaitFor(t, "a signal from the FIFO", func(ss []health.Signal) bool { return len(ss) > 0 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Run = %v, want nil after cancel", err)
 	}
-	if got := rep.reasons(t); len(got) != 1 || got[0] != health.ReasonConntrackFull {
+	if got := reasons(t, rep); len(got) != 1 || got[0] != health.ReasonConntrackFull {
 		t.Errorf("reasons = %v, want [ConntrackFull]", got)
 	}
 	// Cancelling saves the cursor: record 2 was read but not handled.
@@ -499,3 +460,16 @@ func TestStreamSourceLongLine(t *testing.T) {
 
 // The monitor is supervised as an agent subsystem.
 var _ subsystem.Subsystem = (*Monitor)(nil)
+
+// reasons returns the reasons r got, checking each signal's source.
+func reasons(t *testing.T, r *healthtest.Recorder) []string {
+	t.Helper()
+	var out []string
+	for _, s := range r.Signals() {
+		if s.Source != SignalSource {
+			t.Errorf("signal %+v has Source %q, want %q", s, s.Source, SignalSource)
+		}
+		out = append(out, s.Reason)
+	}
+	return out
+}

@@ -8,35 +8,16 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/autonode/autonode/health/healthtest"
 
 	"github.com/autonode/autonode/sandbox/testenv"
 
 	"github.com/autonode/autonode/health"
 )
-
-type recorder struct {
-	mu      sync.Mutex
-	signals []health.Signal
-}
-
-func (r *recorder) Report(_ context.Context, s health.Signal) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.signals = append(r.signals, s)
-}
-
-// take returns and forgets what was reported.
-func (r *recorder) take() []health.Signal {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := r.signals
-	r.signals = nil
-	return out
-}
 
 // outcome summarises one round for one reason: "" nothing, "fail" or
 // "cleared"; any other reason is an error.
@@ -73,7 +54,7 @@ func TestKubeletHealthz(t *testing.T) {
 		fmt.Fprint(w, http.StatusText(int(status.Load())))
 	}))
 	defer srv.Close()
-	rec := &recorder{}
+	rec := &healthtest.Recorder{}
 	m, err := New(Options{
 		Reporter: rec, KubeletHealthzURL: srv.URL + "/healthz",
 		ContainerdAddress: filepath.Join(t.TempDir(), "absent.sock"),
@@ -94,7 +75,7 @@ func TestKubeletHealthz(t *testing.T) {
 	for i, st := range steps {
 		status.Store(int32(st.status))
 		m.Check(t.Context())
-		got := m.kubeletOnly(t, rec.take())
+		got := m.kubeletOnly(t, rec.Take())
 		if res := outcome(t, got, health.ReasonKubeletUnhealthy, health.Warning); res != st.want {
 			t.Errorf("round %d (status %d): got %q, want %q: %+v", i, st.status, res, st.want, got)
 		}
@@ -102,7 +83,7 @@ func TestKubeletHealthz(t *testing.T) {
 	// Nobody listening is a failure too.
 	srv.Close()
 	m.Check(t.Context())
-	got := rec.take()
+	got := rec.Take()
 	if outcome(t, got, health.ReasonKubeletUnhealthy, health.Warning) != "fail" {
 		t.Errorf("with the kubelet gone: %+v", got)
 	}
@@ -126,14 +107,14 @@ func (m *Monitor) kubeletOnly(t *testing.T, got []health.Signal) []health.Signal
 }
 
 func TestAbsentSocketIsAFailure(t *testing.T) {
-	rec := &recorder{}
+	rec := &healthtest.Recorder{}
 	sock := filepath.Join(t.TempDir(), "containerd.sock")
 	m, err := New(Options{Reporter: rec, ContainerdAddress: sock, KubeletHealthzURL: "-"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.Check(t.Context())
-	got := rec.take()
+	got := rec.Take()
 	if len(got) != 1 || outcome(t, got, health.ReasonContainerdUnresponsive, health.Fatal) != "fail" ||
 		!strings.Contains(got[0].Message, sock) {
 		t.Fatalf("got %+v, want one ContainerdUnresponsive naming %s", got, sock)
@@ -141,7 +122,7 @@ func TestAbsentSocketIsAFailure(t *testing.T) {
 }
 
 func TestRunStopsWithContext(t *testing.T) {
-	rec := &recorder{}
+	rec := &healthtest.Recorder{}
 	m, err := New(Options{Reporter: rec, ContainerdAddress: filepath.Join(t.TempDir(), "x.sock"), KubeletHealthzURL: "-"})
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +144,7 @@ func TestRunStopsWithContext(t *testing.T) {
 
 func TestPrivilegedContainerdProbe(t *testing.T) {
 	ctd := testenv.StartContainerd(t)
-	rec := &recorder{}
+	rec := &healthtest.Recorder{}
 	mountDir := t.TempDir()
 	m, err := New(Options{
 		Reporter: rec, ContainerdAddress: ctd.Address, KubeletHealthzURL: "-", MountDir: mountDir,
@@ -175,7 +156,7 @@ func TestPrivilegedContainerdProbe(t *testing.T) {
 	round := func(name, wantUnresponsive, wantSnapshot string) {
 		t.Helper()
 		m.Check(t.Context())
-		got := rec.take()
+		got := rec.Take()
 		if res := outcome(t, got, health.ReasonContainerdUnresponsive, health.Fatal); res != wantUnresponsive {
 			t.Errorf("%s: ContainerdUnresponsive %q, want %q: %+v", name, res, wantUnresponsive, got)
 		}
@@ -221,7 +202,7 @@ func TestPrivilegedSnapshotFailure(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rec := &recorder{}
+			rec := &healthtest.Recorder{}
 			opts := tt.opts
 			opts.Reporter, opts.ContainerdAddress, opts.KubeletHealthzURL, opts.Timeout = rec, ctd.Address, "-", 5*time.Second
 			if opts.Snapshotter == "" {
@@ -232,19 +213,19 @@ func TestPrivilegedSnapshotFailure(t *testing.T) {
 				t.Fatal(err)
 			}
 			m.Check(t.Context())
-			got := rec.take()
+			got := rec.Take()
 			if len(got) != 1 || outcome(t, got, health.ReasonContainerdSnapshotFailed, health.Fatal) != "fail" ||
 				!strings.Contains(got[0].Message, tt.want) {
 				t.Fatalf("got %+v, want one ContainerdSnapshotFailed containing %q", got, tt.want)
 			}
 			// The failure is reported each round, and recovery clears it.
 			m.Check(t.Context())
-			if got := rec.take(); outcome(t, got, health.ReasonContainerdSnapshotFailed, health.Fatal) != "fail" {
+			if got := rec.Take(); outcome(t, got, health.ReasonContainerdSnapshotFailed, health.Fatal) != "fail" {
 				t.Errorf("second round: %+v", got)
 			}
 			m.opts.Snapshotter, m.opts.MountDir = testSnapshotter(t), ""
 			m.Check(t.Context())
-			if got := rec.take(); outcome(t, got, health.ReasonContainerdSnapshotFailed, health.Fatal) != "cleared" {
+			if got := rec.Take(); outcome(t, got, health.ReasonContainerdSnapshotFailed, health.Fatal) != "cleared" {
 				t.Errorf("after the fix: %+v", got)
 			}
 		})

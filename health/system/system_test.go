@@ -10,30 +10,12 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/autonode/autonode/health/healthtest"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/autonode/autonode/health"
 )
-
-type recorder struct {
-	mu      sync.Mutex
-	signals []health.Signal
-}
-
-func (r *recorder) Report(_ context.Context, s health.Signal) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.signals = append(r.signals, s)
-}
-
-// take returns and forgets what was reported.
-func (r *recorder) take() []health.Signal {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := r.signals
-	r.signals = nil
-	return out
-}
 
 // fakeProc is a /proc tree in a temp dir.
 type fakeProc struct {
@@ -81,9 +63,9 @@ func (f *fakeTimex) Adjtimex(buf *unix.Timex) (int, error) {
 
 // newMonitor builds a monitor over a fake /proc, with one check in scope:
 // the others' inputs are absent or healthy.
-func newMonitor(t *testing.T, p *fakeProc, opts Options) (*Monitor, *recorder) {
+func newMonitor(t *testing.T, p *fakeProc, opts Options) (*Monitor, *healthtest.Recorder) {
 	t.Helper()
-	rec := &recorder{}
+	rec := &healthtest.Recorder{}
 	opts.Reporter = rec
 	opts.ProcRoot = p.root
 	if opts.Timex == nil {
@@ -126,7 +108,7 @@ type step struct {
 	want  string
 }
 
-func runSteps(t *testing.T, m *Monitor, p *fakeProc, rec *recorder, reason string, sev health.Severity, cond health.Condition, steps []step) {
+func runSteps(t *testing.T, m *Monitor, p *fakeProc, rec *healthtest.Recorder, reason string, sev health.Severity, cond health.Condition, steps []step) {
 	t.Helper()
 	for i, st := range steps {
 		for rel, c := range st.files {
@@ -135,7 +117,7 @@ func runSteps(t *testing.T, m *Monitor, p *fakeProc, rec *recorder, reason strin
 		if err := m.Check(t.Context()); err != nil {
 			t.Fatalf("round %d: %v", i, err)
 		}
-		got := only(t, rec.take(), reason)
+		got := only(t, rec.Take(), reason)
 		switch st.want {
 		case "":
 			if len(got) != 0 {
@@ -195,7 +177,7 @@ func TestPIDCheckErrors(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), "system check pid") || !strings.Contains(err.Error(), p.root) {
 				t.Fatalf("Check = %v, want an error naming the pid check and the file", err)
 			}
-			only(t, rec.take(), "")
+			only(t, rec.Take(), "")
 		})
 	}
 }
@@ -218,7 +200,7 @@ func TestConntrackCheck(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got := rec.take()
+	got := rec.Take()
 	if len(got) != 1 || got[0].Reason != ReasonCheckDisabled || got[0].Severity != health.Info ||
 		got[0].Condition != health.NetworkingReady || !strings.Contains(got[0].Message, "nf_conntrack") {
 		t.Fatalf("without conntrack files got %+v, want one Info %s", got, ReasonCheckDisabled)
@@ -236,7 +218,7 @@ func TestConntrackCheck(t *testing.T) {
 	if err := m.Check(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if got := rec.take(); len(got) != 1 || got[0].Reason != ReasonCheckDisabled {
+	if got := rec.Take(); len(got) != 1 || got[0].Reason != ReasonCheckDisabled {
 		t.Fatalf("after unloading got %+v, want one %s", got, ReasonCheckDisabled)
 	}
 }
@@ -262,7 +244,7 @@ func TestClockCheck(t *testing.T) {
 		if err := m.Check(t.Context()); err != nil {
 			t.Fatalf("%s: %v", tt.name, err)
 		}
-		got := only(t, rec.take(), health.ReasonClockUnsynchronized)
+		got := only(t, rec.Take(), health.ReasonClockUnsynchronized)
 		switch {
 		case tt.want == "" && len(got) != 0,
 			tt.want != "" && (len(got) != 1 || got[0].Cleared != (tt.want == "cleared") || got[0].Condition != health.KernelReady):
@@ -342,7 +324,7 @@ func TestFilesystemChecks(t *testing.T) {
 			t.Fatalf("%s: %v", st.name, err)
 		}
 		var got want
-		for _, s := range rec.take() {
+		for _, s := range rec.Take() {
 			if s.Reason == ReasonCheckDisabled {
 				continue // conntrack: no files in this fake /proc
 			}
@@ -401,7 +383,7 @@ func TestFilesystemCheckErrors(t *testing.T) {
 
 func TestNewRejectsBadThresholds(t *testing.T) {
 	for _, th := range []Threshold{{Fail: 0.5, Clear: 0.6}, {Fail: 1.5, Clear: 0.5}, {Fail: 0.9, Clear: -1}} {
-		if _, err := New(Options{Reporter: &recorder{}, Disk: th}); err == nil {
+		if _, err := New(Options{Reporter: &healthtest.Recorder{}, Disk: th}); err == nil {
 			t.Errorf("New accepted Disk threshold %+v", th)
 		}
 	}
@@ -413,7 +395,7 @@ func TestNewRejectsBadThresholds(t *testing.T) {
 // TestRealProc runs every check once against this machine's /proc, /, and
 // adjtimex: the files must parse, whatever the readings.
 func TestRealProc(t *testing.T) {
-	rec := &recorder{}
+	rec := &healthtest.Recorder{}
 	m, err := New(Options{Reporter: rec, Paths: []string{"/", t.TempDir()}})
 	if err != nil {
 		t.Fatal(err)
@@ -421,7 +403,7 @@ func TestRealProc(t *testing.T) {
 	if err := m.Check(t.Context()); err != nil {
 		t.Fatalf("checks against the real /proc: %v", err)
 	}
-	for _, s := range rec.take() {
+	for _, s := range rec.Take() {
 		t.Logf("real /proc: %+v", s)
 	}
 }
@@ -444,7 +426,7 @@ func TestRunStopsWithContext(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Run = %v", err)
 	}
-	if got := only(t, rec.take(), health.ReasonPIDExhausted); len(got) == 0 {
+	if got := only(t, rec.Take(), health.ReasonPIDExhausted); len(got) == 0 {
 		t.Error("Run reported nothing for 999 of 1000 PIDs")
 	}
 	if m.Name() != "system-monitor" {

@@ -107,15 +107,15 @@ func TestPrivilegedAddCheckDel(t *testing.T) {
 				t.Fatalf("CHECK after deleting the route: got %v, want an error naming the route", err)
 			}
 			// The periodic check sees it too, and clears once it is back.
-			e.signals.waitFor(t, "RouteMissing for pod A", func(s health.Signal) bool {
+			e.signals.WaitFor(t, "RouteMissing for pod A", anySignal(func(s health.Signal) bool {
 				return s.Reason == health.ReasonRouteMissing && !s.Cleared && strings.Contains(s.Message, addrA.String())
-			})
+			}))
 			if err := nl.RouteAdd(&routes[0]); err != nil {
 				t.Fatalf("restoring pod A's route: %v", err)
 			}
-			e.signals.waitFor(t, "RouteMissing cleared", func(s health.Signal) bool {
+			e.signals.WaitFor(t, "RouteMissing cleared", anySignal(func(s health.Signal) bool {
 				return s.Reason == health.ReasonRouteMissing && s.Cleared
-			})
+			}))
 
 			for _, rt := range []*libcni.RuntimeConf{rtA, rtB, rtA} { // the second DEL of A is a repeat
 				if err := e.del(t, list, rt); err != nil {

@@ -11,11 +11,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/autonode/autonode/health"
+	"github.com/autonode/autonode/health/healthtest"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
@@ -78,39 +79,7 @@ type env struct {
 	cni   *libcni.CNIConfig
 	pods  netip.Prefix
 	// signals records what the periodic datapath check reports.
-	signals *recorder
-}
-
-// recorder is a health.Reporter that keeps what it is told.
-type recorder struct {
-	mu      sync.Mutex
-	signals []health.Signal
-}
-
-func (r *recorder) Report(_ context.Context, s health.Signal) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.signals = append(r.signals, s)
-}
-
-// waitFor returns the first signal that ok accepts, waiting for it.
-func (r *recorder) waitFor(t testing.TB, what string, ok func(health.Signal) bool) health.Signal {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		r.mu.Lock()
-		for _, s := range r.signals {
-			if ok(s) {
-				r.mu.Unlock()
-				return s
-			}
-		}
-		r.mu.Unlock()
-		if time.Now().After(deadline) {
-			t.Fatalf("no health signal: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	signals *healthtest.Recorder
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -138,7 +107,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	e := &env{node: node, dp: dp, alloc: alloc, sock: filepath.Join(sockDir, "cni.sock"), pods: pods, signals: &recorder{}}
+	e := &env{node: node, dp: dp, alloc: alloc, sock: filepath.Join(sockDir, "cni.sock"), pods: pods, signals: &healthtest.Recorder{}}
 	e.srv, err = cni.New(cni.Options{SocketPath: e.sock, Allocator: alloc, Datapath: dp,
 		Health: e.signals, CheckInterval: 20 * time.Millisecond})
 	if err != nil {
@@ -255,4 +224,9 @@ func addRoute(t testing.TB, ns *datapathtest.NS, dst netip.Prefix, via netip.Add
 	if err != nil {
 		t.Fatalf("route %s via %s in %s: %v", dst, via, ns.Name, err)
 	}
+}
+
+// anySignal accepts a list with at least one signal that ok accepts.
+func anySignal(ok func(health.Signal) bool) func([]health.Signal) bool {
+	return func(ss []health.Signal) bool { return slices.ContainsFunc(ss, ok) }
 }

@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/autonode/autonode/health"
+	"github.com/autonode/autonode/health/healthtest"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
@@ -18,7 +21,6 @@ import (
 	sdkimds "github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	sdkec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
 
-	"github.com/autonode/autonode/health"
 	ec2emu "github.com/autonode/autonode/sandbox/ec2"
 	imdsemu "github.com/autonode/autonode/sandbox/imds"
 	"github.com/autonode/autonode/sandbox/vpc"
@@ -35,7 +37,7 @@ type env struct {
 	subnets []string // the instance's subnet first
 	clock   *fakeClock
 	live    *fakeSandboxes
-	health  *recorder
+	health  *healthtest.Recorder
 	dir     string
 }
 
@@ -80,7 +82,7 @@ func newEnv(t testing.TB, instanceType string) *env {
 		imds:   sdkimds.New(sdkimds.Options{Endpoint: md.URL}),
 		clock:  &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)},
 		live:   &fakeSandboxes{live: map[string]bool{}},
-		health: &recorder{},
+		health: &healthtest.Recorder{},
 		dir:    t.TempDir(),
 	}
 }
@@ -269,21 +271,9 @@ func (w withAddresses) Addresses(context.Context) (map[Key]netip.Addr, error) {
 	return out, nil
 }
 
-type recorder struct {
-	mu      sync.Mutex
-	signals []health.Signal
-}
-
-func (r *recorder) Report(_ context.Context, s health.Signal) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.signals = append(r.signals, s)
-}
-
-func (r *recorder) has(reason string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.ContainsFunc(r.signals, func(s health.Signal) bool {
+// hasWarning reports whether r got a NetworkingReady warning for reason.
+func hasWarning(r *healthtest.Recorder, reason string) bool {
+	return slices.ContainsFunc(r.Signals(), func(s health.Signal) bool {
 		return s.Reason == reason && !s.Cleared && s.Severity == health.Warning && s.Condition == health.NetworkingReady
 	})
 }

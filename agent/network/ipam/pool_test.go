@@ -179,7 +179,7 @@ func TestPrefixFallback(t *testing.T) {
 	p := e.started(t, func(c *Config) { c.PrefixDelegation = true; c.Registerer = reg })
 	e.settle(t, p)
 	a := e.allocate(t, p, "c1")
-	if !e.health.has("IPAMPrefixFallback") {
+	if !hasWarning(e.health, "IPAMPrefixFallback") {
 		t.Error("no IPAMPrefixFallback signal")
 	}
 	if n := testutil.ToFloat64(p.metrics.fallbacks); n < 1 {
@@ -306,7 +306,7 @@ func TestCorruptCheckpoint(t *testing.T) {
 			if len(matches) != 1 {
 				t.Errorf("corrupt checkpoint kept aside as %v, want one file", matches)
 			}
-			if !e.health.has("IPAMCheckpointCorrupt") {
+			if !hasWarning(e.health, "IPAMCheckpointCorrupt") {
 				t.Error("no IPAMCheckpointCorrupt signal")
 			}
 			e.settle(t, q)
@@ -528,7 +528,7 @@ func TestExhaustion(t *testing.T) {
 	if err := p.CanAllocate(); !errors.Is(err, ErrExhausted) {
 		t.Errorf("CanAllocate = %v, want ErrExhausted", err)
 	}
-	if !e.health.has("IPAMExhausted") {
+	if !hasWarning(e.health, "IPAMExhausted") {
 		t.Error("no IPAMExhausted signal")
 	}
 	if err := p.Release(t.Context(), key("c0")); err != nil {
