@@ -55,8 +55,10 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "max-pods" {
-		return maxPods(ctx, args[1:], stdout, stderr)
+	if len(args) > 0 {
+		if sub, ok := subcommands()[args[0]]; ok {
+			return sub(ctx, args[1:], stdout, stderr)
+		}
 	}
 	cmd, err := config.Parse("autonode-agent", args, getenv, stderr)
 	if err != nil {
