@@ -15,5 +15,8 @@ section() { # title command...
   echo '```'
 }
 section autonode-agent "$bin/autonode-agent"
-section "autonode-agent max-pods" "$bin/autonode-agent" max-pods
+# Every subcommand the agent's usage lists under "Commands".
+for cmd in $("$bin/autonode-agent" --help 2>&1 | sed -n '/^Commands/,/^$/{s/^  \([a-z-]*\) .*/\1/p}'); do
+  section "autonode-agent $cmd" "$bin/autonode-agent" "$cmd"
+done
 section autonode-sandbox "$bin/autonode-sandbox"

@@ -82,13 +82,18 @@ type Command struct {
 	PrintConfig bool
 }
 
+// CommandHelp names a one-shot subcommand in the daemon's usage text.
+type CommandHelp struct {
+	Name, Summary string
+}
+
 // ErrHelp is returned by Parse when --help was asked for; usage was printed.
 var ErrHelp = flag.ErrHelp
 
 // Parse builds the effective configuration from defaults, the config file
 // (--config or AUTONODE_CONFIG), environment variables and flags, in rising
 // precedence, and validates it. Usage goes to out on --help or a bad flag.
-func Parse(name string, args []string, getenv func(string) string, out io.Writer) (Command, error) {
+func Parse(name string, args []string, getenv func(string) string, out io.Writer, commands ...CommandHelp) (Command, error) {
 	opts := options()
 	defaults := Default()
 
@@ -112,7 +117,14 @@ func Parse(name string, args []string, getenv func(string) string, out io.Writer
 		fmt.Fprintf(out, "%s runs on every node and gives it pod networking, network policy, storage,\n", name)
 		fmt.Fprintf(out, "Pod Identity, device plugins and health monitoring. Precedence, highest first:\n")
 		fmt.Fprintf(out, "flags, environment variables, the config file, defaults.\n\n")
-		fmt.Fprintf(out, "Commands:\n  max-pods    print the kubelet max-pods of an instance type (max-pods --help)\n\nFlags:\n")
+		if len(commands) > 0 {
+			fmt.Fprintf(out, "Commands (NAME --help for each):\n")
+			for _, c := range commands {
+				fmt.Fprintf(out, "  %-12s %s\n", c.Name, c.Summary)
+			}
+			fmt.Fprintln(out)
+		}
+		fmt.Fprintf(out, "Flags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

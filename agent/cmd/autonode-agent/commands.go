@@ -3,17 +3,38 @@ package main
 import (
 	"context"
 	"io"
+	"slices"
+
+	"github.com/autonode/autonode/agent/config"
 )
 
 // subcommand is a one-shot mode of the agent binary (`autonode-agent NAME ...`),
 // run instead of the daemon: settings generators, udev programs and boot-time
 // setup call these. Each parses its own flags.
-type subcommand func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+type subcommand struct {
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
 
 // subcommands lists every one-shot mode; the daemon runs when the first
 // argument names none of them.
 func subcommands() map[string]subcommand {
 	return map[string]subcommand{
-		"max-pods": maxPods,
+		"max-pods": {"print the kubelet max-pods of an instance type", maxPods},
 	}
+}
+
+// commandHelp lists the subcommands, sorted, for the daemon's usage text.
+func commandHelp() []config.CommandHelp {
+	var out []config.CommandHelp
+	for name, c := range subcommands() {
+		out = append(out, config.CommandHelp{Name: name, Summary: c.summary})
+	}
+	slices.SortFunc(out, func(a, b config.CommandHelp) int {
+		if a.Name < b.Name {
+			return -1
+		}
+		return 1
+	})
+	return out
 }

@@ -57,10 +57,10 @@ func main() {
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
 		if sub, ok := subcommands()[args[0]]; ok {
-			return sub(ctx, args[1:], stdout, stderr)
+			return sub.run(ctx, args[1:], stdout, stderr)
 		}
 	}
-	cmd, err := config.Parse("autonode-agent", args, getenv, stderr)
+	cmd, err := config.Parse("autonode-agent", args, getenv, stderr, commandHelp()...)
 	if err != nil {
 		return err
 	}
