@@ -15,14 +15,23 @@ type InstanceTypesAPI interface {
 
 // DescribeLimits asks EC2 for the limits of one instance type.
 func DescribeLimits(ctx context.Context, api InstanceTypesAPI, instanceType string) (InstanceLimits, error) {
+	info, err := DescribeInstanceType(ctx, api, instanceType)
+	if err != nil {
+		return InstanceLimits{Name: instanceType}, err
+	}
+	return LimitsFromEC2(info)
+}
+
+// DescribeInstanceType asks EC2 for everything it knows of one instance type.
+func DescribeInstanceType(ctx context.Context, api InstanceTypesAPI, instanceType string) (types.InstanceTypeInfo, error) {
 	out, err := api.DescribeInstanceTypes(ctx, &ec2.DescribeInstanceTypesInput{
 		InstanceTypes: []types.InstanceType{types.InstanceType(instanceType)},
 	})
 	if err != nil {
-		return InstanceLimits{Name: instanceType}, fmt.Errorf("describing instance type %s: %w", instanceType, err)
+		return types.InstanceTypeInfo{}, fmt.Errorf("describing instance type %s: %w", instanceType, err)
 	}
 	if len(out.InstanceTypes) != 1 {
-		return InstanceLimits{Name: instanceType}, fmt.Errorf("describing instance type %s: %d answers, want 1", instanceType, len(out.InstanceTypes))
+		return types.InstanceTypeInfo{}, fmt.Errorf("describing instance type %s: %d answers, want 1", instanceType, len(out.InstanceTypes))
 	}
-	return LimitsFromEC2(out.InstanceTypes[0])
+	return out.InstanceTypes[0], nil
 }

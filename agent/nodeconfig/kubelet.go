@@ -19,7 +19,8 @@ type KubeletInputs struct {
 	ClusterDNS   []netip.Addr
 }
 
-// Kubelet returns the KubeletConfiguration fields that autonode owns; the
+// Kubelet returns the KubeletConfiguration fields that autonode owns (max
+// pods, kube-reserved, evictionHard, clusterDNS, node log query); the
 // variant's settings generator merges them into the kubelet's config file.
 //
 // It enables the kubelet's node log query (the NodeLogQuery feature gate,
@@ -30,8 +31,14 @@ func Kubelet(in KubeletInputs) (*kubeletv1beta1.KubeletConfiguration, error) {
 	if err != nil {
 		return nil, err
 	}
+	reserved, err := KubeReserved(int(in.Limits.VCPUs), maxPods)
+	if err != nil {
+		return nil, fmt.Errorf("instance type %s: %w", in.Limits.Name, err)
+	}
 	cfg := &kubeletv1beta1.KubeletConfiguration{
 		MaxPods:                int32(maxPods),
+		KubeReserved:           reserved.Map(),
+		EvictionHard:           EvictionHard(),
 		FeatureGates:           map[string]bool{"NodeLogQuery": true},
 		EnableSystemLogHandler: ptr.To(true),
 		EnableSystemLogQuery:   ptr.To(true),

@@ -25,6 +25,12 @@ func TestKubeletEnablesNodeLogQuery(t *testing.T) {
 	if want := []string{"169.254.20.10", "10.100.0.10"}; !slices.Equal(cfg.ClusterDNS, want) {
 		t.Errorf("clusterDNS = %v, want the node-local resolver first: %v", cfg.ClusterDNS, want)
 	}
+	if r := cfg.KubeReserved; r["cpu"] != "70m" || r["memory"] != "574Mi" || r["ephemeral-storage"] != "1Gi" {
+		t.Errorf("kubeReserved = %v, want 70m, 574Mi, 1Gi", r)
+	}
+	if cfg.EvictionHard["memory.available"] != "100Mi" || len(cfg.EvictionHard) != 4 {
+		t.Errorf("evictionHard = %v, want EKS's four thresholds", cfg.EvictionHard)
+	}
 	if cfg.Kind != "KubeletConfiguration" || cfg.APIVersion != "kubelet.config.k8s.io/v1beta1" {
 		t.Errorf("type meta %s %s", cfg.APIVersion, cfg.Kind)
 	}

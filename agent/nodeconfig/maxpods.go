@@ -1,8 +1,10 @@
 // Package nodeconfig computes the per-node settings that several parts of
-// autonode need and that follow from the instance type alone: today the
-// kubelet's max-pods; reserved resources, eviction thresholds and the kubelet
-// and containerd settings join it as their issues land. It is pure: callers
-// fetch the instance facts (EC2 DescribeInstanceTypes) and pass them in.
+// autonode need and that follow from the instance type alone: the kubelet's
+// max-pods, kube-reserved, eviction thresholds and allocatable, the EBS
+// volume limit, and the kubelet and containerd settings. The agent, its
+// settings-generator subcommands and the provisioner all use this one
+// implementation. It is pure: callers fetch the instance facts (EC2
+// DescribeInstanceTypes) and pass them in.
 package nodeconfig
 
 import (

@@ -60,6 +60,16 @@ type InstanceType struct {
 	BareMetal  bool
 	// PriceUSDHour is the us-east-1 on-demand Linux price.
 	PriceUSDHour float64
+	// EBS is the type's EBS attachment limit, as DescribeInstanceTypes'
+	// EbsInfo reports it.
+	EBS EBSLimit
+}
+
+// EBSLimit is an EBS volume attachment limit: Dedicated counts EBS volumes
+// only; otherwise ENIs and NVMe instance-store disks share the slots.
+type EBSLimit struct {
+	MaxAttachments int32
+	Dedicated      bool
 }
 
 // EC2Architecture is the architecture as EC2 names it (x86_64, arm64).

@@ -11,6 +11,9 @@ func Default() []InstanceType {
 			NetworkBandwidthMbps: mbps, NetworkPerformance: perf,
 			NetworkCards: 1, MaxENIs: enis, IPv4PerENI: ipv4, IPv6PerENI: ipv4,
 			Hypervisor: "nitro", PriceUSDHour: price,
+			// Nitro's shared limit: EBS volumes, ENIs and instance-store
+			// disks take from one pool of 28.
+			EBS: EBSLimit{MaxAttachments: 28},
 		}
 	}
 	with := func(t InstanceType, f func(*InstanceType)) InstanceType { f(&t); return t }
@@ -40,13 +43,16 @@ func Default() []InstanceType {
 		small("m5.large", "amd64", 2, 8192, 750, "Up to 10 Gigabit", 3, 10, 0.096),
 		with(small("m5.metal", "amd64", 96, 393216, 25000, "25 Gigabit", 15, 50, 4.608), func(t *InstanceType) {
 			t.Hypervisor, t.BareMetal = "", true
+			t.EBS.MaxAttachments = 31 // AWS documents 31 for most bare-metal types
 		}),
 		small("m5.xlarge", "amd64", 4, 16384, 1250, "Up to 10 Gigabit", 4, 15, 0.192),
 		with(small("m5d.large", "amd64", 2, 8192, 750, "Up to 10 Gigabit", 3, 10, 0.113), func(t *InstanceType) {
 			t.LocalNVMe = nvme(1, 75)
 		}),
 		small("m6g.xlarge", "arm64", 4, 16384, 1250, "Up to 10 Gigabit", 4, 15, 0.154),
-		small("m7i.large", "amd64", 2, 8192, 781, "Up to 12.5 Gigabit", 3, 10, 0.1008),
+		with(small("m7i.large", "amd64", 2, 8192, 781, "Up to 12.5 Gigabit", 3, 10, 0.1008), func(t *InstanceType) {
+			t.EBS = EBSLimit{MaxAttachments: 32, Dedicated: true} // 7th-generation types have a dedicated EBS limit
+		}),
 		with(small("p4d.24xlarge", "amd64", 96, 1179648, 400000, "4x 100 Gigabit", 15, 50, 21.957642), func(t *InstanceType) {
 			t.GPU = GPU{Count: 8, Name: "A100", Manufacturer: "NVIDIA", MemoryMiB: 40960}
 			t.EFAMaxInterfaces = 4

@@ -104,6 +104,14 @@ type xmlInstanceType struct {
 	NetworkInfo                   xmlNetworkInfo   `xml:"networkInfo"`
 	GpuInfo                       *xmlGPUInfo      `xml:"gpuInfo,omitempty"`
 	NeuronInfo                    *xmlNeuronInfo   `xml:"neuronInfo,omitempty"`
+	EbsInfo                       *xmlEBSInfo      `xml:"ebsInfo,omitempty"`
+}
+
+type xmlEBSInfo struct {
+	EbsOptimizedSupport   string `xml:"ebsOptimizedSupport"`
+	NvmeSupport           string `xml:"nvmeSupport"`
+	MaximumEbsAttachments int32  `xml:"maximumEbsAttachments"`
+	AttachmentLimitType   string `xml:"attachmentLimitType"`
 }
 
 type describeInstanceTypesResponse struct {
@@ -180,6 +188,12 @@ func instanceTypeXML(t catalog.InstanceType) xmlInstanceType {
 			NetworkCardIndex: i, NetworkPerformance: t.NetworkPerformance, MaximumNetworkInterfaces: t.MaxENIs,
 			BaselineBandwidthInGbps: float64(t.NetworkBandwidthMbps) / 1000 / float64(t.NetworkCards),
 		})
+	}
+	if e := t.EBS; e.MaxAttachments > 0 {
+		x.EbsInfo = &xmlEBSInfo{EbsOptimizedSupport: "default", NvmeSupport: "required", MaximumEbsAttachments: e.MaxAttachments, AttachmentLimitType: "shared"}
+		if e.Dedicated {
+			x.EbsInfo.AttachmentLimitType = "dedicated"
+		}
 	}
 	if t.EFAMaxInterfaces > 0 {
 		x.NetworkInfo.EfaInfo = &xmlEFAInfo{MaximumEfaInterfaces: t.EFAMaxInterfaces}

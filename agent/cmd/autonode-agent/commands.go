@@ -20,7 +20,8 @@ type subcommand struct {
 // argument names none of them.
 func subcommands() map[string]subcommand {
 	return map[string]subcommand{
-		"max-pods": {"print the kubelet max-pods of an instance type", maxPods},
+		"max-pods":   {"print the kubelet max-pods of an instance type", maxPods},
+		"nodeconfig": {"print one per-node setting (kube-reserved, kubelet and containerd config, ...)", nodeconfigCmd},
 	}
 }
 

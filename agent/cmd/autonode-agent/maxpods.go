@@ -7,10 +7,6 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
-
 	"github.com/autonode/autonode/agent/nodeconfig"
 )
 
@@ -37,15 +33,10 @@ func maxPods(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fs.Usage()
 		return errors.New("max-pods: --instance-type is required")
 	}
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(*region), awsconfig.WithEC2IMDSRegion())
+	client, err := newEC2Client(ctx, *region, *endpoint)
 	if err != nil {
-		return fmt.Errorf("max-pods: AWS configuration: %w", err)
+		return fmt.Errorf("max-pods: %w", err)
 	}
-	client := ec2.NewFromConfig(awsCfg, func(o *ec2.Options) {
-		if *endpoint != "" {
-			o.BaseEndpoint = aws.String(*endpoint)
-		}
-	})
 	limits, err := nodeconfig.DescribeLimits(ctx, client, *instanceType)
 	if err != nil {
 		return fmt.Errorf("max-pods: %w", err)
