@@ -26,11 +26,12 @@ type xmlInstance struct {
 	InstanceState       xmlState        `xml:"instanceState"`
 	PrivateDNSName      string          `xml:"privateDnsName"`
 	InstanceType        string          `xml:"instanceType"`
+	InstanceLifecycle   string          `xml:"instanceLifecycle,omitempty"`
 	LaunchTime          string          `xml:"launchTime"`
 	Placement           xmlPlacement    `xml:"placement"`
 	SubnetID            string          `xml:"subnetId"`
 	VpcID               string          `xml:"vpcId"`
-	PrivateIPAddress    string          `xml:"privateIpAddress"`
+	PrivateIPAddress    string          `xml:"privateIpAddress,omitempty"`
 	Architecture        string          `xml:"architecture,omitempty"`
 	RootDeviceType      string          `xml:"rootDeviceType"`
 	VirtualizationType  string          `xml:"virtualizationType"`
@@ -57,6 +58,9 @@ type instanceView struct {
 }
 
 func (s *Server) describeInstances(_ context.Context, r *Request) (any, error) {
+	if err := s.advanceInstances(); err != nil {
+		return nil, err
+	}
 	var views []instanceView
 	for _, inst := range s.model.Instances() {
 		enis, err := s.model.InstanceENIs(inst.ID)
@@ -84,6 +88,7 @@ func (s *Server) describeInstances(_ context.Context, r *Request) (any, error) {
 		"image-id":            func(v instanceView) []string { return one(v.ImageID) },
 		"private-ip-address":  func(v instanceView) []string { return one(v.PrivateIP.String()) },
 		"private-dns-name":    func(v instanceView) []string { return one(v.PrivateDNSName) },
+		"instance-lifecycle":  func(v instanceView) []string { return one(lifecycle(v.Spot)) },
 		"network-interface.network-interface-id": func(v instanceView) []string {
 			return v.ENIIDs
 		},
@@ -113,8 +118,13 @@ func (s *Server) instanceXML(v instanceView) xmlInstance {
 		InstanceID: v.ID, ImageID: v.ImageID, InstanceState: xmlState{Code: v.State.Code(), Name: string(v.State)},
 		PrivateDNSName: v.PrivateDNSName, InstanceType: v.Type, LaunchTime: timestamp(v.LaunchTime),
 		Placement: xmlPlacement{AvailabilityZone: v.Zone.Name, AvailabilityZoneID: v.Zone.ID, Tenancy: "default"},
-		SubnetID:  v.SubnetID, VpcID: v.VPCID, PrivateIPAddress: v.PrivateIP.String(),
-		RootDeviceType: "ebs", VirtualizationType: "hvm", TagSet: tagSet(v.Tags),
+		SubnetID:  v.SubnetID, VpcID: v.VPCID, RootDeviceType: "ebs", VirtualizationType: "hvm", TagSet: tagSet(v.Tags),
+	}
+	if v.PrivateIP.IsValid() { // terminated instances have given theirs back
+		x.PrivateIPAddress = v.PrivateIP.String()
+	}
+	if v.Spot {
+		x.InstanceLifecycle = "spot"
 	}
 	if t, ok := s.instanceType(v.Type); ok {
 		x.Architecture = t.EC2Architecture()

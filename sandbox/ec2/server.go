@@ -10,7 +10,8 @@
 // not that it holds particular keys.
 //
 // Actions live in a registry: Handle adds one, and New registers the
-// describe actions and the network-interface actions that VPC IPAM uses
+// describe actions, the launch actions the provisioner uses (launch.go), and
+// the network-interface actions that VPC IPAM uses
 // (Create/Attach/Detach/DeleteNetworkInterface,
 // ModifyNetworkInterfaceAttribute, Assign/UnassignPrivateIpAddresses). Those
 // enforce the catalog's per-type limits (MaxENIs per network card,
@@ -64,6 +65,9 @@ type Options struct {
 	Rand rand.Source
 	// Logger receives internal errors. Default discards.
 	Logger *slog.Logger
+	// Launch configures the launch actions (CreateFleet, TerminateInstances,
+	// launch templates, images, spot prices); see LaunchOptions.
+	Launch LaunchOptions
 }
 
 // Server is the EC2 Query API handler.
@@ -77,6 +81,8 @@ type Server struct {
 	handlers map[string]HandlerFunc
 	faults   map[string]Fault
 	calls    map[string]int
+
+	launch *launchState
 }
 
 // New returns a server with the describe and network-interface actions registered.
@@ -114,6 +120,8 @@ func New(opts Options) (*Server, error) {
 	s.Handle("UnassignPrivateIpAddresses", s.unassignPrivateIPAddresses)
 	s.Handle("DetachNetworkInterface", s.detachNetworkInterface)
 	s.Handle("DeleteNetworkInterface", s.deleteNetworkInterface)
+	s.launch = newLaunchState(opts.Launch, s.model)
+	s.registerLaunchActions()
 	return s, nil
 }
 

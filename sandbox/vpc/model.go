@@ -2,6 +2,7 @@ package vpc
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"strings"
 	"sync"
@@ -203,7 +204,9 @@ func (m *Model) SecurityGroups() []SecurityGroup {
 	defer m.mu.Unlock()
 	out := make([]SecurityGroup, 0, len(m.sgIDs))
 	for _, id := range m.sgIDs {
-		out = append(out, *m.sgs[id])
+		sg := *m.sgs[id]
+		sg.Tags = maps.Clone(sg.Tags)
+		out = append(out, sg)
 	}
 	return out
 }
@@ -293,51 +296,7 @@ func (m *Model) InstanceENIs(instanceID string) ([]ENI, error) {
 // empty) with a primary ENI at device index 0 that holds one primary address.
 // The model does not know instance types; EC2 checks them against its catalog.
 func (m *Model) LaunchInstance(instanceType, subnetID string, tags map[string]string) (Instance, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if subnetID == "" && len(m.subnetIDs) > 0 {
-		subnetID = m.subnetIDs[0]
-	}
-	s, ok := m.subnets[subnetID]
-	if !ok {
-		return Instance{}, fmt.Errorf("launching %s: %w", instanceType, notFound(KindSubnet, subnetID))
-	}
-	ip, err := s.allocIP()
-	if err != nil {
-		return Instance{}, fmt.Errorf("launching %s: %w", instanceType, err)
-	}
-	now := m.now().UTC()
-	inst := &Instance{
-		ID:             m.newID("i"),
-		Type:           instanceType,
-		Zone:           s.Zone,
-		SubnetID:       s.ID,
-		VPCID:          m.vpc.ID,
-		ImageID:        m.imageID,
-		State:          StateRunning, // launches are instant in the sandbox
-		LaunchTime:     now,
-		PrivateIP:      ip,
-		PrivateDNSName: m.PrivateDNSName(ip),
-		Tags:           copyTags(tags),
-	}
-	eni := &ENI{
-		ID:       m.newID("eni"),
-		MAC:      m.newMAC(),
-		SubnetID: s.ID,
-		VPCID:    m.vpc.ID,
-		Zone:     s.Zone,
-		Status:   ENIInUse,
-		Attachment: &Attachment{
-			ID: m.newID("eni-attach"), InstanceID: inst.ID, DeviceIndex: 0, AttachTime: now, DeleteOnTermination: true,
-		},
-		PrivateIPs:       []PrivateIP{{Address: ip, Primary: true}},
-		SecurityGroupIDs: []string{m.defaultSG},
-		Tags:             map[string]string{},
-	}
-	inst.ENIIDs = []string{eni.ID}
-	m.instances[inst.ID], m.instIDs = inst, append(m.instIDs, inst.ID)
-	m.enis[eni.ID], m.eniIDs = eni, append(m.eniIDs, eni.ID)
-	return inst.clone(), nil
+	return m.Launch(LaunchSpec{InstanceType: instanceType, SubnetID: subnetID, Tags: tags})
 }
 
 // AssignPrivateIP adds one secondary address from the ENI's subnet. It is the

@@ -36,6 +36,7 @@ type SecurityGroup struct {
 	Name        string
 	Description string
 	VPCID       string
+	Tags        map[string]string
 }
 
 // InstanceState is an EC2 instance state name.
@@ -83,6 +84,10 @@ type Instance struct {
 	PrivateIP      netip.Addr
 	PrivateDNSName string // ip-10-0-1-5.us-west-2.compute.internal
 	Tags           map[string]string
+	// Spot is true for spot instances (EC2's instanceLifecycle "spot").
+	Spot bool
+	// StateChanged is when State last changed.
+	StateChanged time.Time
 	// ENIIDs lists the attached ENIs by device index (then network card
 	// index); ENIIDs[0] is the primary one.
 	ENIIDs []string

@@ -5,15 +5,16 @@
 //
 // The CRD that serves these types, deploy/crds/autonode.dev_nodediagnostics.yaml,
 // and the DeepCopy methods in zz_generated.deepcopy.go are generated from
-// these types and their markers by controller-gen v0.23.0 (it installs from
-// the module proxy); from the module root:
-//
-//	controller-gen object paths=./health/diagnostics/v1alpha1/...
-//	controller-gen crd paths=./health/diagnostics/v1alpha1/... output:crd:dir=deploy/crds
+// these types and their markers by controller-gen v0.23.0, pinned by the
+// tools module hack/controller-gen; `make generate` runs the go:generate
+// lines below.
 //
 // +groupName=autonode.dev
 // +kubebuilder:object:generate=true
 package v1alpha1
+
+//go:generate go run -modfile=../../../hack/controller-gen/go.mod sigs.k8s.io/controller-tools/cmd/controller-gen object paths=./...
+//go:generate go run -modfile=../../../hack/controller-gen/go.mod sigs.k8s.io/controller-tools/cmd/controller-gen crd paths=./... output:crd:dir=../../../deploy/crds
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
