@@ -101,6 +101,7 @@ const (
 	ReasonKubeletUnhealthy         = "KubeletUnhealthy"
 	ReasonReadOnlyFilesystem       = "ReadOnlyFilesystem"
 	ReasonDiskPressure             = "DiskPressure"
+	ReasonInstanceStoreNotMounted  = "InstanceStoreNotMounted"
 	ReasonClockUnsynchronized      = "ClockUnsynchronized"
 	ReasonIPAMExhausted            = "IPAMExhausted"
 	ReasonInterfaceDown            = "InterfaceDown"
@@ -158,6 +159,7 @@ func DefaultReasons() []Reason {
 		{ReasonXFSError, StorageReady, Warning, false, quiet(10 * time.Minute), ActionNone, "XFS reported corruption or an error"},
 		{ReasonReadOnlyFilesystem, StorageReady, Fatal, false, probe(), ActionReplace, "a filesystem the node writes to is read-only"},
 		{ReasonDiskPressure, StorageReady, Warning, false, quiet(5 * time.Minute), ActionNone, "a filesystem is nearly full"},
+		{ReasonInstanceStoreNotMounted, StorageReady, Fatal, false, probe(), ActionReplace, "the instance store is not mounted and bound as setup left it"},
 		// AcceleratedHardwareReady.
 		{ReasonNvidiaXid, AcceleratedHardwareReady, Warning, true, quiet(30 * time.Minute), ActionReplace, "the NVIDIA driver reported an Xid error; the emitter sets Fatal for fatal codes"},
 		{ReasonNeuronHardware, AcceleratedHardwareReady, Fatal, true, quiet(30 * time.Minute), ActionReplace, "a Neuron device reported a hardware error"},

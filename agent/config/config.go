@@ -40,6 +40,10 @@ type Config struct {
 	// Network configures pod networking: IPAM, the CNI backend and the
 	// node-local DNS cache.
 	Network Network `json:"network"`
+	// Policy configures NetworkPolicy enforcement.
+	Policy Policy `json:"policy"`
+	// Storage configures the instance store (docs/storage.md).
+	Storage Storage `json:"storage"`
 	// StateDir keeps what must survive an agent restart: the monitors'
 	// cursors, the repair budget, the IPAM checkpoint. Default is
 	// /var/lib/autonode.
@@ -237,6 +241,8 @@ func Default() Config {
 			Neuron:    Neuron{Mode: "core"},
 		},
 		ShutdownTimeout: metav1.Duration{Duration: 30 * time.Second},
+		Policy:          defaultPolicy(),
+		Storage:         Storage{InstanceStore: DefaultInstanceStore(), CSI: DefaultCSI()},
 	}
 }
 
@@ -401,6 +407,9 @@ func (c Config) Validate() error {
 			bad("devicePlugins.nvidia.xidFatal", "", strconv.FormatUint(x, 10), "must not also be in devicePlugins.nvidia.xidIgnore")
 		}
 	}
+	validateStorage(c.Storage, bad)
+	validateCSI(c.Storage.CSI, bad)
+	c.Policy.validate(bad)
 	return errors.Join(errs...)
 }
 

@@ -157,7 +157,8 @@ func startAgent(t *testing.T, env []string, args ...string) *agentProc {
 	state := t.TempDir()
 	// Pod networking would rewire the host's own netns; tests that want it
 	// pass --network=true inside a namespace of their own.
-	args = append([]string{"--state-dir", state, "--console-path", filepath.Join(state, "console"), "--network=false"}, args...)
+	// The CSI node service would serve in the host's /var/lib/kubelet.
+	args = append([]string{"--state-dir", state, "--console-path", filepath.Join(state, "console"), "--network=false", "--csi=false"}, args...)
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = append(cleanEnv(), env...)
 	p.cmd.Stdout = lockedWriter{p.mu, p.log}

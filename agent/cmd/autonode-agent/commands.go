@@ -20,8 +20,10 @@ type subcommand struct {
 // argument names none of them.
 func subcommands() map[string]subcommand {
 	return map[string]subcommand{
+		"ebs-id":     {"print the EBS volume id and mapping name of an NVMe device (udev PROGRAM)", ebsID},
 		"max-pods":   {"print the kubelet max-pods of an instance type", maxPods},
 		"nodeconfig": {"print one per-node setting (kube-reserved, kubelet and containerd config, ...)", nodeconfigCmd},
+		"storage":    {"set up (before containerd and the kubelet) or verify the instance store", storageCmd},
 	}
 }
 

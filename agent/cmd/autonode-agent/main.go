@@ -39,6 +39,7 @@ import (
 	"github.com/autonode/autonode/deviceplugins/neuron"
 	"github.com/autonode/autonode/deviceplugins/nvidia"
 	"github.com/autonode/autonode/health"
+	"k8s.io/klog/v2"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -74,6 +75,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	logger := newLogger(cfg.Log, stderr)
+	// Libraries that log through klog (mount-utils, client-go) join the
+	// agent's structured log.
+	klog.SetSlogLogger(logger)
 	logger.Info("autonode-agent starting", "version", version)
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
@@ -160,6 +164,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		specs = append(specs, plugins...)
+	}
+	// Only verifies what `storage setup` did before the kubelet started.
+	specs = append(specs, instanceStoreVerifier(cfg, logger, reporter)...)
+	if cfg.Storage.CSI.Enabled {
+		csiSpecs, err := newCSI(cfg, id, awsCfg, version, logger, registry)
+		if err != nil {
+			return err
+		}
+		specs = append(specs, csiSpecs...)
 	}
 	supervisor, err = subsystem.New(subsystem.Options{
 		Logger:          logger,
