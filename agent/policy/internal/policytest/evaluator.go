@@ -1,4 +1,11 @@
-package compute
+// Package policytest holds what the policy tests share: a reference evaluator of NetworkPolicy written straight
+// from the networking.k8s.io/v1 documentation, and a generator of random but valid clusters and flows. compute's
+// differential test checks compiled entries against the evaluator; datapath's checks the BPF programs against it.
+//
+// The evaluator answers "is this one flow allowed?" by walking the policies, and deliberately shares no code with
+// the compiler (it does not even use apimachinery's selector parsing), so that the tests compare two independent
+// readings. It imports compute only for its input and output types.
+package policytest
 
 import (
 	"fmt"
@@ -7,29 +14,27 @@ import (
 
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/autonode/autonode/agent/policy/compute"
 )
 
-// This file is a reference evaluator written straight from the networking.k8s.io/v1 documentation. It answers "is
-// this one flow allowed?" by walking the policies, and deliberately shares no code with the compiler (it does not
-// even use apimachinery's selector parsing), so that the differential test compares two independent readings.
-
-// flow is one connection attempt, seen from the local pod.
-type flow struct {
-	egress bool       // false: peer -> local pod; true: local pod -> peer
-	peer   netip.Addr // the other end
-	proto  Protocol   // IP protocol number
-	port   uint16     // destination port (the local pod's for ingress, the peer's for egress)
+// Flow is one connection attempt, seen from the local pod.
+type Flow struct {
+	Egress bool             // false: peer -> local pod; true: local pod -> peer
+	Peer   netip.Addr       // the other end
+	Proto  compute.Protocol // IP protocol number (1 for ICMP)
+	Port   uint16           // destination port (the local pod's for ingress, the peer's for egress)
 }
 
-// allowed reports whether the policies in in allow f.
-func allowed(in Input, f flow) bool {
+// Allowed reports whether the policies in in allow f.
+func Allowed(in compute.Input, f Flow) bool {
 	pods := slices.Clone(in.Peers)
-	if !slices.ContainsFunc(pods, func(p Pod) bool { return p.Namespace == in.Pod.Namespace && p.Name == in.Pod.Name }) {
+	if !slices.ContainsFunc(pods, func(p compute.Pod) bool { return p.Namespace == in.Pod.Namespace && p.Name == in.Pod.Name }) {
 		pods = append(pods, in.Pod)
 	}
-	var atPeer []Pod // the pods that own the peer address
+	var atPeer []compute.Pod // the pods that own the peer address
 	for _, p := range pods {
-		if p.IP.IsValid() && p.IP == f.peer {
+		if p.IP.IsValid() && p.IP == f.Peer {
 			atPeer = append(atPeer, p)
 		}
 	}
@@ -40,19 +45,19 @@ func allowed(in Input, f flow) bool {
 		if pol.Namespace != in.Pod.Namespace || !selectorMatches(&pol.Spec.PodSelector, in.Pod.Labels) {
 			continue
 		}
-		if !policyAffects(pol, f.egress) {
+		if !policyAffects(pol, f.Egress) {
 			continue
 		}
 		isolated = true
-		if f.egress {
+		if f.Egress {
 			for _, r := range pol.Spec.Egress {
-				if peersMatch(in, pol.Namespace, r.To, f.peer, atPeer) && portsMatch(r.Ports, f, in.Pod, atPeer) {
+				if peersMatch(in, pol.Namespace, r.To, f.Peer, atPeer) && portsMatch(r.Ports, f, in.Pod, atPeer) {
 					return true
 				}
 			}
 		} else {
 			for _, r := range pol.Spec.Ingress {
-				if peersMatch(in, pol.Namespace, r.From, f.peer, atPeer) && portsMatch(r.Ports, f, in.Pod, atPeer) {
+				if peersMatch(in, pol.Namespace, r.From, f.Peer, atPeer) && portsMatch(r.Ports, f, in.Pod, atPeer) {
 					return true
 				}
 			}
@@ -83,7 +88,7 @@ func policyAffects(pol *networkingv1.NetworkPolicy, egress bool) bool {
 // peersMatch: "If this field is empty or missing, this rule matches all sources (traffic not restricted by
 // source). If this field is present and contains at least one item, this rule allows traffic only if the traffic
 // matches at least one item in the from list."
-func peersMatch(in Input, policyNS string, peers []networkingv1.NetworkPolicyPeer, addr netip.Addr, atPeer []Pod) bool {
+func peersMatch(in compute.Input, policyNS string, peers []networkingv1.NetworkPolicyPeer, addr netip.Addr, atPeer []compute.Pod) bool {
 	if len(peers) == 0 {
 		return true
 	}
@@ -123,7 +128,7 @@ func peersMatch(in Input, policyNS string, peers []networkingv1.NetworkPolicyPee
 // portsMatch: "If this field is empty or missing, this rule matches all ports... If this field is present and
 // contains at least one item, then this rule allows traffic only if the traffic matches at least one port in the
 // list." A named port is looked up on the destination pod.
-func portsMatch(ports []networkingv1.NetworkPolicyPort, f flow, local Pod, atPeer []Pod) bool {
+func portsMatch(ports []networkingv1.NetworkPolicyPort, f Flow, local compute.Pod, atPeer []compute.Pod) bool {
 	if len(ports) == 0 {
 		return true
 	}
@@ -132,20 +137,20 @@ func portsMatch(ports []networkingv1.NetworkPolicyPort, f flow, local Pod, atPee
 		if p.Protocol != nil {
 			proto = string(*p.Protocol)
 		}
-		if protoNumber(proto) != f.proto {
+		if protoNumber(proto) != f.Proto {
 			continue
 		}
 		if p.Port == nil { // "If this field is not provided, this matches all port names and numbers."
 			return true
 		}
 		if p.Port.StrVal != "" {
-			dest := []Pod{local}
-			if f.egress {
+			dest := []compute.Pod{local}
+			if f.Egress {
 				dest = atPeer
 			}
 			for _, d := range dest {
 				for _, cp := range d.Ports {
-					if cp.Name == p.Port.StrVal && cp.Protocol == f.proto && cp.Port == f.port {
+					if cp.Name == p.Port.StrVal && cp.Protocol == f.Proto && cp.Port == f.Port {
 						return true
 					}
 				}
@@ -156,14 +161,14 @@ func portsMatch(ports []networkingv1.NetworkPolicyPort, f flow, local Pod, atPee
 		if p.EndPort != nil { // "the policy should allow communication on all ports between port and endPort, inclusive"
 			hi = int(*p.EndPort)
 		}
-		if int(f.port) >= lo && int(f.port) <= hi {
+		if int(f.Port) >= lo && int(f.Port) <= hi {
 			return true
 		}
 	}
 	return false
 }
 
-func protoNumber(name string) Protocol {
+func protoNumber(name string) compute.Protocol {
 	switch name {
 	case "TCP":
 		return 6
@@ -209,35 +214,35 @@ func selectorMatches(s *metav1.LabelSelector, l map[string]string) bool {
 	return true
 }
 
-// lookup answers f from compiled entries, the way a datapath would: an unisolated direction allows everything,
+// Lookup answers f from compiled entries, the way a datapath would: an unisolated direction allows everything,
 // otherwise some entry must contain the peer address, protocol and destination port. All entries are allows (excepts
 // are carved out at compile time), so any match is the verdict and no longest-prefix ordering is needed.
-func lookup(res Result, f flow) bool {
+func Lookup(res compute.Result, f Flow) bool {
 	dir := res.Ingress
-	if f.egress {
+	if f.Egress {
 		dir = res.Egress
 	}
 	if !dir.Isolated {
 		return true
 	}
 	for _, e := range dir.Entries {
-		if !e.CIDR.Contains(f.peer) {
+		if !e.CIDR.Contains(f.Peer) {
 			continue
 		}
-		if e.Protocol != ProtocolAny && e.Protocol != f.proto {
+		if e.Protocol != compute.ProtocolAny && e.Protocol != f.Proto {
 			continue
 		}
-		if (e.PortStart == 0 && e.PortEnd == 0) || (f.port >= e.PortStart && f.port <= e.PortEnd) {
+		if (e.PortStart == 0 && e.PortEnd == 0) || (f.Port >= e.PortStart && f.Port <= e.PortEnd) {
 			return true
 		}
 	}
 	return false
 }
 
-func (f flow) String() string {
+func (f Flow) String() string {
 	dir := "ingress from"
-	if f.egress {
+	if f.Egress {
 		dir = "egress to"
 	}
-	return fmt.Sprintf("%s %s %s/%d", dir, f.peer, f.proto, f.port)
+	return fmt.Sprintf("%s %s %s/%d", dir, f.Peer, f.Proto, f.Port)
 }
