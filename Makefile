@@ -17,6 +17,7 @@ export TESTENV_DIR
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
 .PHONY: all build test test-short run bench testenv deps lint fmt-check vet docs docs-check generate gpu-check clean
+.PHONY: twoliter-project variant
 
 all: build
 
@@ -67,6 +68,12 @@ bench: ## Benchmarks; each autonode/baseline pair is printed as a ratio from the
 
 gpu-check: ## On a machine with an NVIDIA GPU: enumerate, generate CDI, register, allocate (read-only).
 	$(GO) run ./deviceplugins/cmd/gpu-check -v
+
+twoliter-project: ## Assemble build/twoliter/: the tree twoliter builds the Bottlerocket variant from.
+	@./hack/twoliter-project.sh $(CURDIR)/build/twoliter
+
+variant: twoliter-project ## Build the variant with twoliter (needs twoliter, Docker, BOTTLEROCKET_REF; docs/VARIANT.md).
+	@./hack/variant.sh $(CURDIR)/build/twoliter
 
 clean: ## Remove build outputs and the sandbox state (and a namespace a killed sandbox left).
 	@if [ -f .run/netns ]; then ip netns del "$$(cat .run/netns)" 2>/dev/null || true; fi

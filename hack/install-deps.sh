@@ -4,8 +4,8 @@
 # that are missing, so that repeated runs cost a dpkg query.
 set -euo pipefail
 
-packages=(clang libbpf-dev bpftool iputils-ping iptables iproute2 xfsprogs btrfs-progs
-  libsystemd-dev systemd-journal-remote containerd runc containernetworking-plugins rpm)
+packages=(clang libbpf-dev bpftool iputils-ping iptables iproute2 xfsprogs btrfs-progs e2fsprogs util-linux mount
+  libsystemd-dev systemd-journal-remote containerd runc containernetworking-plugins rpm systemd)
 
 missing=()
 for p in "${packages[@]}"; do

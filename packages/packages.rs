@@ -1,0 +1,2 @@
+//! Empty on purpose: every package's Cargo.toml points here as its `lib`,
+//! because Cargo needs something to compile. The work happens in `build.rs`.
