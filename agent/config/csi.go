@@ -3,6 +3,8 @@ package config
 import (
 	"path/filepath"
 	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // CSI configures the EBS CSI node service (docs/storage.md, "CSI node
@@ -37,7 +39,7 @@ func validateCSI(c CSI, bad func(field, flag, value, want string)) {
 	const p = "storage.csi."
 	if !validCSIName(c.DriverName) {
 		bad(p+"driverName", "csi-driver-name", c.DriverName,
-			"must be a CSI driver name: at most 63 characters, starting and ending with a letter, of letters, digits, '-', '.' and '_'")
+			"must be a CSI driver name: at most 63 characters of letters, digits, '-' and '.', beginning and ending with a letter or digit")
 	}
 	if c.Endpoint != "" && !filepath.IsAbs(c.Endpoint) {
 		bad(p+"endpoint", "", c.Endpoint, "must be an absolute socket path, or empty for /var/lib/kubelet/plugins/<driverName>/csi.sock")
@@ -51,14 +53,9 @@ func validateCSI(c CSI, bad func(field, flag, value, want string)) {
 	}
 }
 
-// validCSIName applies the CSI spec's rule for plugin names.
+// validCSIName applies the CSI spec's rule for plugin names as the
+// apiserver checks PersistentVolumes' and CSINode's driver names: at most 63
+// characters, a DNS-1123 subdomain once lower-cased.
 func validCSIName(name string) bool {
-	if len(name) < 2 || len(name) > 63 {
-		return false
-	}
-	isLetter := func(r byte) bool { return (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') }
-	if !isLetter(name[0]) || !isLetter(name[len(name)-1]) {
-		return false
-	}
-	return strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._") == ""
+	return len(name) <= 63 && len(validation.IsDNS1123Subdomain(strings.ToLower(name))) == 0
 }

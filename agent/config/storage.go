@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -122,6 +123,18 @@ func DefaultInstanceStore() InstanceStore {
 		KubeletProcess: "kubelet",
 		VerifyInterval: metav1.Duration{Duration: time.Minute},
 	}
+}
+
+// ValidateInstanceStore checks only the storage.instanceStore section, and
+// returns all problems at once, each a *FieldError. It is Validate for
+// `storage setup`, which runs at boot before the files that other sections
+// name (the kubeconfig, for one) need exist, and must not fail on them.
+func (c Config) ValidateInstanceStore() error {
+	var errs []error
+	validateStorage(c.Storage, func(field, flag, value, want string) {
+		errs = append(errs, &FieldError{Field: field, Flag: flag, Value: value, Want: want})
+	})
+	return errors.Join(errs...)
 }
 
 // validateStorage appends a FieldError for each bad storage value.

@@ -103,3 +103,22 @@ func TestParseInstanceStoreBind(t *testing.T) {
 		})
 	}
 }
+
+// TestValidateInstanceStoreOnly: `storage setup` checks its own section and
+// nothing that may not exist yet at boot.
+func TestValidateInstanceStoreOnly(t *testing.T) {
+	c := Default()
+	c.Kubernetes.Kubeconfig = "/nonexistent/kubeconfig"
+	c.Log.Format = "xml"
+	if err := c.ValidateInstanceStore(); err != nil {
+		t.Errorf("ValidateInstanceStore() = %v, want nil: other sections are not its business", err)
+	}
+	if c.Validate() == nil {
+		t.Error("Validate() passed a missing kubeconfig and a bad log format")
+	}
+	c.Storage.InstanceStore.Filesystem = "zfs"
+	var fe *FieldError
+	if err := c.ValidateInstanceStore(); !errors.As(err, &fe) || fe.Field != "storage.instanceStore.filesystem" {
+		t.Errorf("ValidateInstanceStore() = %v, want a FieldError on storage.instanceStore.filesystem", err)
+	}
+}

@@ -1,9 +1,7 @@
 package nodeconfig
 
 import (
-	"encoding/csv"
 	"errors"
-	"os"
 	"strconv"
 	"testing"
 
@@ -47,28 +45,12 @@ func TestMaxPods(t *testing.T) {
 // against the max_pods_eni column of the shared instance table, which equals
 // Karpenter's and the VPC CNI's figure for every type.
 func TestMaxPodsMatchesVPCCNIForEveryType(t *testing.T) {
-	f, err := os.Open("../../../shared/data/ec2-instance-types.csv")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("shared instance table: %v", err)
-		}
-		t.Skipf("shared instance table not beside the checkout: %v", err)
-	}
-	defer f.Close()
-	rows, err := csv.NewReader(f).ReadAll()
-	if err != nil {
-		t.Fatal(err)
-	}
-	col := map[string]int{}
-	for i, name := range rows[0] {
-		col[name] = i
-	}
-	atoi := func(row []string, name string) (int, bool) {
-		n, err := strconv.Atoi(row[col[name]])
+	atoi := func(row map[string]string, name string) (int, bool) {
+		n, err := strconv.Atoi(row[name])
 		return n, err == nil
 	}
 	checked := 0
-	for _, row := range rows[1:] {
+	for _, row := range instanceTable(t) {
 		enis, ok1 := atoi(row, "enis")
 		ips, ok2 := atoi(row, "ipv4_per_eni")
 		want, ok3 := atoi(row, "max_pods_eni")
@@ -76,7 +58,7 @@ func TestMaxPodsMatchesVPCCNIForEveryType(t *testing.T) {
 		if !ok1 || !ok2 || !ok3 {
 			continue // the table states no ENI limits for this type
 		}
-		l := InstanceLimits{Name: row[col["name"]], VCPUs: int32(vcpus), ENIs: int32(enis), IPv4PerENI: int32(ips)}
+		l := InstanceLimits{Name: row["name"], VCPUs: int32(vcpus), ENIs: int32(enis), IPv4PerENI: int32(ips)}
 		got, err := MaxPods(l, MaxPodsOptions{Uncapped: true})
 		if err != nil || got != want {
 			t.Errorf("%s: MaxPods = %d, %v; table says %d", l.Name, got, err, want)

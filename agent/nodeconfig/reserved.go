@@ -25,7 +25,7 @@ func (r Reserved) Map() map[string]string {
 
 // kubeReservedEphemeral is the kube-reserved ephemeral-storage of EKS's
 // Bottlerocket and AL2023 images.
-var kubeReservedEphemeral = resource.MustParse("1Gi")
+func kubeReservedEphemeral() resource.Quantity { return resource.MustParse("1Gi") }
 
 // KubeReserved returns EKS's kube-reserved for a node with vcpus cores and
 // maxPods pods:
@@ -61,7 +61,7 @@ func KubeReserved(vcpus, maxPods int) (Reserved, error) {
 	return Reserved{
 		CPUMilli:         tenThousandths / 10,
 		MemoryMiB:        11*int64(maxPods) + 255,
-		EphemeralStorage: kubeReservedEphemeral.DeepCopy(),
+		EphemeralStorage: kubeReservedEphemeral(),
 	}, nil
 }
 

@@ -1,9 +1,7 @@
 package nodeconfig
 
 import (
-	"encoding/csv"
 	"math"
-	"os"
 	"strconv"
 	"testing"
 
@@ -40,29 +38,13 @@ func TestKubeReserved(t *testing.T) {
 // every row of the shared instance table against the formulas written out
 // in floating point, the way EKS's documentation states them.
 func TestReservationsForEveryType(t *testing.T) {
-	f, err := os.Open("../../../shared/data/ec2-instance-types.csv")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("shared instance table: %v", err)
-		}
-		t.Skipf("shared instance table not beside the checkout: %v", err)
-	}
-	defer f.Close()
-	rows, err := csv.NewReader(f).ReadAll()
-	if err != nil {
-		t.Fatal(err)
-	}
-	col := map[string]int{}
-	for i, name := range rows[0] {
-		col[name] = i
-	}
 	checked := 0
-	for _, row := range rows[1:] {
-		name := row[col["name"]]
-		vcpus, err1 := strconv.Atoi(row[col["vcpu"]])
-		memMiB, err2 := strconv.ParseInt(row[col["memory_mib"]], 10, 64)
-		enis, err3 := strconv.Atoi(row[col["enis"]])
-		ips, err4 := strconv.Atoi(row[col["ipv4_per_eni"]])
+	for _, row := range instanceTable(t) {
+		name := row["name"]
+		vcpus, err1 := strconv.Atoi(row["vcpu"])
+		memMiB, err2 := strconv.ParseInt(row["memory_mib"], 10, 64)
+		enis, err3 := strconv.Atoi(row["enis"])
+		ips, err4 := strconv.Atoi(row["ipv4_per_eni"])
 		if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
 			continue
 		}

@@ -20,7 +20,6 @@ import (
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
 
 	"github.com/autonode/autonode/agent/storage/ebs"
-	ec2emu "github.com/autonode/autonode/sandbox/ec2"
 	"github.com/autonode/autonode/sandbox/imds"
 	"github.com/autonode/autonode/sandbox/vpc"
 )
@@ -29,17 +28,7 @@ import (
 // agent does at start, from DescribeInstanceTypes served by the EC2
 // emulator through the real SDK.
 func TestVolumeLimitFromEmulator(t *testing.T) {
-	model, err := vpc.New(vpc.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	emulator, err := ec2emu.New(ec2emu.Options{Model: model})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(emulator)
-	t.Cleanup(srv.Close)
-	client := ec2.New(ec2.Options{Region: "us-west-2", BaseEndpoint: aws.String(srv.URL),
+	client := ec2.New(ec2.Options{Region: "us-west-2", BaseEndpoint: aws.String(ec2Emulator(t, nil)),
 		Credentials: credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", "")})
 
 	tests := []struct {
@@ -101,12 +90,7 @@ func TestAgentServesCSI(t *testing.T) {
 	}
 	imdsSrv := httptest.NewServer(imds.New(model, inst.ID, imds.Options{}))
 	t.Cleanup(imdsSrv.Close)
-	emulator, err := ec2emu.New(ec2emu.Options{Model: model})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ec2Srv := httptest.NewServer(emulator)
-	t.Cleanup(ec2Srv.Close)
+	ec2URL := ec2Emulator(t, model)
 
 	dir, err := os.MkdirTemp("", "csi") // unix socket paths are short
 	if err != nil {
@@ -126,7 +110,7 @@ func TestAgentServesCSI(t *testing.T) {
 	// The IMDS emulator serves no role: static keys sign for the EC2 one.
 	creds := []string{"AWS_ACCESS_KEY_ID=AKIDTEST", "AWS_SECRET_ACCESS_KEY=secret"}
 	agent := startAgent(t, creds, "--config", configFile, "--csi=true", "--imds-endpoint", imdsSrv.URL,
-		"--ec2-endpoint", ec2Srv.URL, "--kubeconfig", kubeconfig, "--http-address", "127.0.0.1:0", "--log-format", "text")
+		"--ec2-endpoint", ec2URL, "--kubeconfig", kubeconfig, "--http-address", "127.0.0.1:0", "--log-format", "text")
 
 	regSock := filepath.Join(registry, "ebs.csi.aws.com-reg.sock")
 	eventually(t, "the registration socket", func() error { _, err := os.Stat(regSock); return err })

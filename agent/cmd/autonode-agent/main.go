@@ -47,13 +47,27 @@ var version = "dev"
 
 func main() {
 	err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	var exit exitCodeError
 	switch {
 	case errors.Is(err, config.ErrHelp):
+	case errors.As(err, &exit):
+		fmt.Fprintln(os.Stderr, "autonode-agent:", err)
+		os.Exit(exit.code)
 	case err != nil:
 		fmt.Fprintln(os.Stderr, "autonode-agent:", err)
 		os.Exit(1)
 	}
 }
+
+// exitCodeError asks main for an exit status other than 1: a Bottlerocket
+// settings generator that exits 2 is skipped instead of failing the boot.
+type exitCodeError struct {
+	code int
+	err  error
+}
+
+func (e exitCodeError) Error() string { return e.err.Error() }
+func (e exitCodeError) Unwrap() error { return e.err }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {

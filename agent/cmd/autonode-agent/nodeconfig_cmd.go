@@ -21,12 +21,33 @@ import (
 
 // nodeconfigKeys are the values `autonode-agent nodeconfig KEY` prints, each
 // as the JSON a Bottlerocket settings generator returns.
-var nodeconfigKeys = []string{"max-pods", "kube-reserved", "eviction-hard", "cluster-dns-ip", "kubelet-config", "containerd-config", "base-runtime-spec"}
+func nodeconfigKeys() []string {
+	return []string{"max-pods", "kube-reserved", "eviction-hard", "cluster-dns-ip", "kubelet-config", "containerd-config", "base-runtime-spec"}
+}
+
+// skipSetting is the exit status with which a Bottlerocket settings
+// generator declines: sundog leaves the setting unset (pluto or a default
+// may fill it) rather than failing the boot, as it does on exit 1.
+const skipSetting = 2
 
 // nodeconfigCmd is `autonode-agent nodeconfig KEY`: one per-node setting,
 // computed by agent/nodeconfig from the instance type, for the variant's
-// settings generators and templates.
+// settings generators and templates. A value that cannot be computed (EC2
+// out of reach, no cluster DNS given) exits with skipSetting; only a
+// malformed command line exits 1.
 func nodeconfigCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	err := nodeconfigValue(ctx, args, stdout, stderr)
+	var usage usageError
+	if err == nil || errors.As(err, &usage) || errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return exitCodeError{code: skipSetting, err: err}
+}
+
+// usageError is a malformed nodeconfig command line.
+type usageError struct{ error }
+
+func nodeconfigValue(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("autonode-agent nodeconfig", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	instanceType := fs.String("instance-type", "", "Instance `type`; empty asks the instance metadata service.")
@@ -42,23 +63,23 @@ func nodeconfigCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: autonode-agent nodeconfig KEY [flags]\n\n")
 		fmt.Fprintf(stderr, "Prints one per-node setting as JSON (containerd-config as TOML), for settings generators.\n")
-		fmt.Fprintf(stderr, "KEY is one of: %s.\n\nFlags:\n", strings.Join(nodeconfigKeys, ", "))
+		fmt.Fprintf(stderr, "KEY is one of: %s.\n\nFlags:\n", strings.Join(nodeconfigKeys(), ", "))
 		fs.PrintDefaults()
 	}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		if err := fs.Parse(args); err != nil {
-			return err
+			return usageError{err}
 		}
 		fs.Usage()
-		return errors.New("nodeconfig: a KEY is required")
+		return usageError{errors.New("nodeconfig: a KEY is required")}
 	}
 	key := args[0]
-	if !slices.Contains(nodeconfigKeys, key) {
+	if !slices.Contains(nodeconfigKeys(), key) {
 		fs.Usage()
-		return fmt.Errorf("nodeconfig: unknown key %q", key)
+		return usageError{fmt.Errorf("nodeconfig: unknown key %q", key)}
 	}
 	if err := fs.Parse(args[1:]); err != nil {
-		return err
+		return usageError{err}
 	}
 	dns, err := dnsAddresses(*nodeLocalDNS, *clusterDNS)
 	if err != nil {
@@ -70,6 +91,11 @@ func nodeconfigCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	case "eviction-hard":
 		value = nodeconfig.EvictionHard()
 	case "cluster-dns-ip":
+		if len(dns) < 2 {
+			// The cache needs an upstream: without one, leave the setting to
+			// pluto, which lists the cluster DNS Service alone.
+			return errors.New("nodeconfig cluster-dns-ip: no --cluster-dns upstream given")
+		}
 		value = dns
 	case "containerd-config":
 		out, err := nodeconfig.Containerd(nodeconfig.ContainerdInputs{SandboxImage: *sandboxImage, CNIBinDir: *cniBinDir, CNIConfDir: *cniConfDir, BaseRuntimeSpec: *baseSpec})

@@ -84,7 +84,8 @@ func storageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			*f.dst = f.v
 		}
 	}
-	if err := cfg.Validate(); err != nil {
+	// Only this section: the kubeconfig and the like may not exist yet.
+	if err := cfg.ValidateInstanceStore(); err != nil {
 		return fmt.Errorf("storage %s: invalid configuration:\n%w", verb, err)
 	}
 	if !is.Enabled {

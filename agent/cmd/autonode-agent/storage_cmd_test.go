@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/autonode/autonode/agent/config"
+	"github.com/autonode/autonode/sandbox/loopdev"
 	"github.com/autonode/autonode/sandbox/privileged"
 )
 
@@ -45,6 +46,11 @@ func TestStorageSubcommandArguments(t *testing.T) {
 	if err := os.WriteFile(disabled, []byte("storage:\n  instanceStore:\n    enabled: false\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// At boot the kubeconfig is not there yet; setup must not care.
+	noKubeconfig := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(noKubeconfig, []byte("kubernetes:\n  kubeconfig: /nonexistent/kubeconfig\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		args []string
@@ -61,6 +67,7 @@ func TestStorageSubcommandArguments(t *testing.T) {
 		{"stray argument", []string{"setup", "extra"}, "", "unexpected arguments: extra"},
 		{"disabled", []string{"setup", "--config", disabled}, "disabled", ""},
 		{"setup without disks", []string{"setup", "--sysfs-root", emptySysfs(t), "--state-file", state}, "none on this node; nothing to do", ""},
+		{"setup before the kubeconfig exists", []string{"setup", "--config", noKubeconfig, "--sysfs-root", emptySysfs(t), "--state-file", state}, "none on this node; nothing to do", ""},
 		{"verify without disks", []string{"verify", "--sysfs-root", emptySysfs(t), "--state-file", state}, "none on this node", ""},
 		{"a device that is not one", []string{"setup", "--device", state, "--state-file", state}, "", "is not a block device"},
 	}
@@ -91,7 +98,7 @@ func TestPrivilegedStorageSubcommand(t *testing.T) {
 		privileged.Missing(t, "mkfs.xfs (xfsprogs)", err)
 	}
 	root := t.TempDir()
-	dev := attachLoop(t, 512<<20)
+	dev := loopdev.New(t, 512<<20).Path
 	t.Cleanup(func() { unmountAll(t, root) })
 	cfg := filepath.Join(root, "agent.yaml")
 	yaml := fmt.Sprintf("storage:\n  instanceStore:\n    devices: [%s]\n    mountPoint: %s/mnt/.ephemeral\n    statePath: %s/state.json\n    kubeletProcess: \"-\"\n",
@@ -119,28 +126,7 @@ func TestPrivilegedStorageSubcommand(t *testing.T) {
 	}
 }
 
-// attachLoop and unmountAll are small copies of the instancestore test
-// helpers, which live in that package's tests.
-func attachLoop(t *testing.T, size int64) string {
-	t.Helper()
-	img := filepath.Join(t.TempDir(), "disk.img")
-	f, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("losetup", "--find", "--show", img).Output()
-	if err != nil {
-		t.Fatalf("losetup: %v", err)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { _ = exec.Command("losetup", "--detach", dev).Run() })
-	return dev
-}
-
+// unmountAll detaches every mount under root, deepest last-mounted first.
 func unmountAll(t *testing.T, root string) {
 	t.Helper()
 	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(root))

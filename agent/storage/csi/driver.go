@@ -19,6 +19,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/util/validation"
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
 	"k8s.io/mount-utils"
 	utilexec "k8s.io/utils/exec"
@@ -121,7 +123,7 @@ func New(opts Options) (*Driver, error) {
 	}
 	switch {
 	case !validDriverName(opts.DriverName):
-		return nil, fmt.Errorf("csi driver name %q: must be at most 63 characters, start and end with a letter, and hold only letters, digits, '-', '.' and '_'", opts.DriverName)
+		return nil, fmt.Errorf("csi driver name %q: must be at most 63 characters of letters, digits, '-' and '.', beginning and ending with a letter or digit", opts.DriverName)
 	case opts.NodeID == "":
 		return nil, errors.New("csi driver: the node id (instance id) is required")
 	case opts.Zone == "":
@@ -143,22 +145,13 @@ func New(opts Options) (*Driver, error) {
 	}, nil
 }
 
-// validDriverName applies the CSI spec's rule for plugin names.
+// validDriverName applies the CSI spec's rule for plugin names (at most 63
+// characters; letters, digits, '-' and '.', beginning and ending with a
+// letter or digit) as the apiserver checks the driver names of CSINode,
+// which the kubelet writes on registration, and of PersistentVolumes: a
+// DNS-1123 subdomain once lower-cased.
 func validDriverName(name string) bool {
-	if len(name) < 2 || len(name) > 63 {
-		return false
-	}
-	letter := func(c byte) bool { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') }
-	if !letter(name[0]) || !letter(name[len(name)-1]) {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !letter(c) && !(c >= '0' && c <= '9') && c != '-' && c != '.' && c != '_' {
-			return false
-		}
-	}
-	return true
+	return len(name) <= 63 && len(validation.IsDNS1123Subdomain(strings.ToLower(name))) == 0
 }
 
 // Name names the subsystem.

@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+
+	"github.com/autonode/autonode/sandbox/loopdev"
 )
 
 // fixtureLocator maps volume ids to devices, standing in for the NVMe
@@ -172,73 +174,32 @@ func blockCap(mode csi.VolumeCapability_AccessMode_Mode) *csi.VolumeCapability {
 
 const rwo = csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER
 
-// loopDevice attaches a sparse file of size bytes to a free loop device,
-// standing in for an attached EBS volume, and detaches it when the test
-// ends. Register mount cleanups after it, so that they run first.
-type loopDevice struct {
-	file, device string
-}
-
-func newLoopDevice(t *testing.T, size int64) *loopDevice {
+// attachLoopFile attaches an existing image, standing in for an attached
+// EBS volume, until the test ends. Register mount cleanups after it, so
+// that they run first.
+func attachLoopFile(t *testing.T, file string) *loopdev.Device {
 	t.Helper()
-	file := filepath.Join(t.TempDir(), "volume.img")
-	f, err := os.Create(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	_ = f.Close()
-	return attachLoopFile(t, file)
-}
-
-// attachLoopFile attaches an existing image until the test ends.
-func attachLoopFile(t *testing.T, file string) *loopDevice {
-	t.Helper()
-	device, err := attachLoop(file)
+	d, err := loopdev.Attach(file)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := detachLoop(device); err != nil {
+		if err := d.Detach(); err != nil {
 			t.Error(err)
 		}
 	})
-	return &loopDevice{file: file, device: device}
-}
-
-// attachLoop attaches file to a free loop device. Parallel packages race for
-// free loop devices, and losetup reports the loser's EBUSY as a failure.
-func attachLoop(file string) (string, error) {
-	var err error
-	var out []byte
-	for range 5 {
-		out, err = exec.Command("losetup", "--find", "--show", file).CombinedOutput()
-		if err == nil {
-			return strings.TrimSpace(string(out)), nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return "", fmt.Errorf("losetup --find %s: %w: %s", file, err, out)
-}
-
-func detachLoop(device string) error {
-	if out, err := exec.Command("losetup", "--detach", device).CombinedOutput(); err != nil {
-		return fmt.Errorf("losetup --detach %s: %w: %s", device, err, out)
-	}
-	return nil
+	return d
 }
 
 // grow enlarges the backing file and tells the loop device, as a volume
 // modification grows an attached EBS volume.
-func (l *loopDevice) grow(t *testing.T, size int64) {
+func grow(t *testing.T, d *loopdev.Device, size int64) {
 	t.Helper()
-	if err := os.Truncate(l.file, size); err != nil {
+	if err := os.Truncate(d.File, size); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("losetup", "--set-capacity", l.device).CombinedOutput(); err != nil {
-		t.Fatalf("losetup --set-capacity %s: %v: %s", l.device, err, out)
+	if err := d.SetCapacity(); err != nil {
+		t.Fatal(err)
 	}
 }
 

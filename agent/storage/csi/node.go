@@ -203,8 +203,12 @@ func (s *node) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRequ
 				"volume %s (device %s) holds data that blkid does not recognise (a non-zero byte at offset %d), not a blank volume: refusing to format it", volID, device, off)
 		}
 	}
-	if err := checkTools(formatTools(vc.fsType)...); err != nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "volume %s: %v", volID, err)
+	if existing == "" {
+		// Only a blank volume is formatted: mounting an existing file
+		// system needs no mkfs.
+		if err := checkTools(formatTools(vc.fsType)...); err != nil {
+			return nil, status.Errorf(codes.FailedPrecondition, "volume %s: %v", volID, err)
+		}
 	}
 	if err := os.MkdirAll(staging, 0o750); err != nil {
 		return nil, status.Errorf(codes.Internal, "volume %s: creating staging path: %v", volID, err)

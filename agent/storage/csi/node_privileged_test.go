@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 
+	"github.com/autonode/autonode/sandbox/loopdev"
 	"github.com/autonode/autonode/sandbox/privileged"
 )
 
@@ -92,15 +93,15 @@ func TestPrivilegedFileSystemLifecycle(t *testing.T) {
 	for _, fsType := range []string{"ext4", "xfs"} {
 		t.Run(fsType, func(t *testing.T) {
 			h := startDriver(t, Options{})
-			loop := newLoopDevice(t, volumeSize)
+			loop := loopdev.New(t, volumeSize)
 			const volID = "vol-0123456789abcdef0"
-			h.locator.add(volID, loop.device)
+			h.locator.add(volID, loop.Path)
 			p := newVolumePaths(t)
 			vc := mountCap(fsType, rwo, "noatime")
 
 			for i := range 2 {
 				must(t, "stage", h.stage(t, volID, p.staging, vc))
-				if got := blkidType(t, loop.device); got != fsType {
+				if got := blkidType(t, loop.Path); got != fsType {
 					t.Fatalf("after stage %d the device holds %q, want %s", i, got, fsType)
 				}
 			}
@@ -108,8 +109,8 @@ func TestPrivilegedFileSystemLifecycle(t *testing.T) {
 			if err != nil || m == nil {
 				t.Fatalf("staging path not mounted: %v", err)
 			}
-			if ok, _ := mountOfDevice(m, loop.device); !ok || m.FSType != fsType || !strings.Contains(m.Options, "noatime") {
-				t.Errorf("staging mount %+v: want %s on %s with noatime", m, fsType, loop.device)
+			if ok, _ := mountOfDevice(m, loop.Path); !ok || m.FSType != fsType || !strings.Contains(m.Options, "noatime") {
+				t.Errorf("staging mount %+v: want %s on %s with noatime", m, fsType, loop.Path)
 			}
 
 			for range 2 {
@@ -193,9 +194,9 @@ func checkFSStats(t *testing.T, stats *csi.NodeGetVolumeStatsResponse, size int6
 func TestPrivilegedBlockVolume(t *testing.T) {
 	privileged.Require(t, privileged.Root, privileged.Loop)
 	h := startDriver(t, Options{})
-	loop := newLoopDevice(t, 64*mib)
+	loop := loopdev.New(t, 64*mib)
 	const volID = "vol-0b10c000000000000"
-	h.locator.add(volID, loop.device)
+	h.locator.add(volID, loop.Path)
 	p := newVolumePaths(t)
 	vc := blockCap(rwo)
 
@@ -207,7 +208,7 @@ func TestPrivilegedBlockVolume(t *testing.T) {
 	if mounted(t, p.staging) {
 		t.Error("a block volume was mounted at the staging path")
 	}
-	if got := blkidType(t, loop.device); got != "" {
+	if got := blkidType(t, loop.Path); got != "" {
 		t.Errorf("a block volume was formatted: %s", got)
 	}
 	m, err := mountAt(p.roTarget)
@@ -222,7 +223,7 @@ func TestPrivilegedBlockVolume(t *testing.T) {
 	must(t, "write target", err)
 	must(t, "sync", f.Sync())
 	must(t, "close", f.Close())
-	dev, err := os.Open(loop.device)
+	dev, err := os.Open(loop.Path)
 	must(t, "open device", err)
 	got := make([]byte, len(data))
 	_, err = dev.ReadAt(got, 4096)
@@ -236,7 +237,7 @@ func TestPrivilegedBlockVolume(t *testing.T) {
 	if u := stats.GetUsage(); len(u) != 1 || u[0].GetUnit() != csi.VolumeUsage_BYTES || u[0].GetTotal() != 64*mib {
 		t.Errorf("block stats %v, want total %d bytes", u, 64*mib)
 	}
-	loop.grow(t, 128*mib)
+	grow(t, loop, 128*mib)
 	exp, err := h.node.NodeExpandVolume(t.Context(), &csi.NodeExpandVolumeRequest{VolumeId: volID, VolumePath: p.target,
 		VolumeCapability: vc, CapacityRange: &csi.CapacityRange{RequiredBytes: 128 * mib}})
 	must(t, "expand", err)
@@ -263,9 +264,9 @@ func TestPrivilegedExpand(t *testing.T) {
 	for _, fsType := range []string{"ext4", "xfs"} {
 		t.Run(fsType, func(t *testing.T) {
 			h := startDriver(t, Options{})
-			loop := newLoopDevice(t, volumeSize)
+			loop := loopdev.New(t, volumeSize)
 			const volID = "vol-0e0000000000000e1"
-			h.locator.add(volID, loop.device)
+			h.locator.add(volID, loop.Path)
 			p := newVolumePaths(t)
 			vc := mountCap(fsType, rwo)
 			must(t, "stage", h.stage(t, volID, p.staging, vc))
@@ -281,7 +282,7 @@ func TestPrivilegedExpand(t *testing.T) {
 			_, err := expand(gib)
 			wantCode(t, err, codes.FailedPrecondition)
 
-			loop.grow(t, gib)
+			grow(t, loop, gib)
 			// resize2fs grows a mounted ext4 through an ioctl that needs
 			// CAP_SYS_RESOURCE, which some sandboxes (this project's
 			// included) drop even for root. There the call must fail
@@ -366,21 +367,21 @@ func TestPrivilegedRefusesForeignData(t *testing.T) {
 	h := startDriver(t, Options{})
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			loop := newLoopDevice(t, volumeSize)
-			tt.prepare(t, loop.device)
-			before := head(t, loop.device)
+			loop := loopdev.New(t, volumeSize)
+			tt.prepare(t, loop.Path)
+			before := head(t, loop.Path)
 			volID := "vol-0f0000000000000f" + string(rune('0'+i))
-			h.locator.add(volID, loop.device)
+			h.locator.add(volID, loop.Path)
 			p := newVolumePaths(t)
 			err := h.stage(t, volID, p.staging, tt.vc)
 			wantCode(t, err, tt.code)
 			if !strings.Contains(err.Error(), tt.msg) || !strings.Contains(err.Error(), volID) {
 				t.Errorf("error %q does not say %q about %s", err, tt.msg, volID)
 			}
-			if got := blkidType(t, loop.device); got != tt.keeps {
+			if got := blkidType(t, loop.Path); got != tt.keeps {
 				t.Errorf("device now holds %q, want %q untouched", got, tt.keeps)
 			}
-			if !bytes.Equal(head(t, loop.device), before) {
+			if !bytes.Equal(head(t, loop.Path), before) {
 				t.Error("the device's first MiB changed")
 			}
 			if mounted(t, p.staging) {
@@ -428,10 +429,10 @@ func writeAt(t *testing.T, device string, off int64, data []byte) {
 func TestPrivilegedConflicts(t *testing.T) {
 	privileged.Require(t, privileged.Root, privileged.Loop)
 	h := startDriver(t, Options{})
-	a, b := newLoopDevice(t, 64*mib), newLoopDevice(t, 64*mib)
+	a, b := loopdev.New(t, 64*mib), loopdev.New(t, 64*mib)
 	const volA, volB = "vol-0a000000000000000", "vol-0b000000000000000"
-	h.locator.add(volA, a.device)
-	h.locator.add(volB, b.device)
+	h.locator.add(volA, a.Path)
+	h.locator.add(volB, b.Path)
 	p := newVolumePaths(t)
 	vc := mountCap("ext4", rwo)
 	must(t, "stage a", h.stage(t, volA, p.staging, vc))
@@ -478,8 +479,8 @@ func TestPrivilegedVerifiesBeforeFormatting(t *testing.T) {
 		return fmt.Errorf("device %s is not EBS volume %s: it holds vol-0d0000000000000d1", d, v)
 	}}
 	h := startDriver(t, Options{Locator: loc})
-	loop := newLoopDevice(t, 64*mib)
-	loc.add(volID, loop.device)
+	loop := loopdev.New(t, 64*mib)
+	loc.add(volID, loop.Path)
 	p := newVolumePaths(t)
 
 	err := h.stage(t, volID, p.staging, mountCap("ext4", rwo))
@@ -487,11 +488,11 @@ func TestPrivilegedVerifiesBeforeFormatting(t *testing.T) {
 	if !strings.Contains(err.Error(), "vol-0d0000000000000d1") {
 		t.Errorf("error %q does not carry the verification's reason", err)
 	}
-	if got := blkidType(t, loop.device); got != "" || mounted(t, p.staging) {
+	if got := blkidType(t, loop.Path); got != "" || mounted(t, p.staging) {
 		t.Errorf("device formatted (%q) or mounted after a failed verification", got)
 	}
-	if len(verified) != 1 || verified[0] != volID+"@"+loop.device {
-		t.Errorf("verified %v, want %s at %s once", verified, volID, loop.device)
+	if len(verified) != 1 || verified[0] != volID+"@"+loop.Path {
+		t.Errorf("verified %v, want %s at %s once", verified, volID, loop.Path)
 	}
 }
 
@@ -517,14 +518,14 @@ func TestPrivilegedFormatParameters(t *testing.T) {
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			loop := newLoopDevice(t, volumeSize)
+			loop := loopdev.New(t, volumeSize)
 			volID := fmt.Sprintf("vol-0f000000000000a%02d", i)
-			h.locator.add(volID, loop.device)
+			h.locator.add(volID, loop.Path)
 			p := newVolumePaths(t)
 			_, err := h.node.NodeStageVolume(t.Context(), &csi.NodeStageVolumeRequest{VolumeId: volID, StagingTargetPath: p.staging,
 				VolumeCapability: mountCap(tt.fsType, rwo), VolumeContext: tt.context})
 			must(t, "stage", err)
-			out, err := exec.Command(tt.inspect[0], append(tt.inspect[1:], loop.device)...).CombinedOutput()
+			out, err := exec.Command(tt.inspect[0], append(tt.inspect[1:], loop.Path)...).CombinedOutput()
 			must(t, tt.inspect[0], err)
 			for _, line := range tt.want {
 				if !strings.Contains(string(out), line) {
@@ -542,16 +543,16 @@ func TestPrivilegedFormatParameters(t *testing.T) {
 func TestPrivilegedXFSClone(t *testing.T) {
 	privileged.Require(t, privileged.Root, privileged.Loop)
 	h := startDriver(t, Options{})
-	orig := newLoopDevice(t, volumeSize)
-	mkfs(t, "xfs", orig.device)
+	orig := loopdev.New(t, volumeSize)
+	mkfs(t, "xfs", orig.Path)
 	cloneFile := filepath.Join(t.TempDir(), "clone.img")
-	if out, err := exec.Command("cp", "--sparse=always", orig.file, cloneFile).CombinedOutput(); err != nil {
+	if out, err := exec.Command("cp", "--sparse=always", orig.File, cloneFile).CombinedOutput(); err != nil {
 		t.Fatalf("cp: %v: %s", err, out)
 	}
 	clone := attachLoopFile(t, cloneFile)
 	const a, b = "vol-0a0000000000000c0", "vol-0b0000000000000c0"
-	h.locator.add(a, orig.device)
-	h.locator.add(b, clone.device)
+	h.locator.add(a, orig.Path)
+	h.locator.add(b, clone.Path)
 	pa, pb := newVolumePaths(t), newVolumePaths(t)
 	must(t, "stage the volume", h.stage(t, a, pa.staging, mountCap("xfs", rwo)))
 	must(t, "stage its clone", h.stage(t, b, pb.staging, mountCap("xfs", rwo)))

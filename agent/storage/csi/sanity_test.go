@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/autonode/autonode/sandbox/loopdev"
 	"github.com/autonode/autonode/sandbox/privileged"
 )
 
@@ -201,8 +202,9 @@ type fixtureController struct {
 }
 
 type fixtureVolume struct {
-	id, file, device string
-	size             int64
+	id, file string
+	loop     *loopdev.Device
+	size     int64
 }
 
 func (c *fixtureController) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
@@ -234,11 +236,11 @@ func (c *fixtureController) CreateVolume(_ context.Context, req *csi.CreateVolum
 		if err != nil {
 			return nil, status.Error(codes.Internal, err.Error())
 		}
-		if v.device, err = attachLoop(v.file); err != nil {
+		if v.loop, err = loopdev.Attach(v.file); err != nil {
 			return nil, status.Error(codes.Internal, err.Error())
 		}
 		c.volumes[req.GetName()] = v
-		c.locator.add(v.id, v.device)
+		c.locator.add(v.id, v.loop.Path)
 	}
 	return &csi.CreateVolumeResponse{Volume: &csi.Volume{VolumeId: v.id, CapacityBytes: v.size}}, nil
 }
@@ -259,7 +261,7 @@ func (c *fixtureController) DeleteVolume(_ context.Context, req *csi.DeleteVolum
 
 func (c *fixtureController) delete(v *fixtureVolume) error {
 	c.locator.remove(v.id)
-	if err := detachLoop(v.device); err != nil {
+	if err := v.loop.Detach(); err != nil {
 		return err
 	}
 	if err := os.Remove(v.file); err != nil {

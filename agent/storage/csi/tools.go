@@ -14,8 +14,10 @@ func toolPackage(tool string) string {
 		return "xfsprogs"
 	case "mkfs.ext2", "mkfs.ext3", "mkfs.ext4", "resize2fs":
 		return "e2fsprogs"
-	case "blkid", "mount", "umount":
+	case "blkid":
 		return "util-linux"
+	case "mount", "umount":
+		return "util-linux (Debian: mount)"
 	}
 	return "the package that provides it"
 }

@@ -71,10 +71,9 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 	}
 }
 
-var volumeLabels = []string{"volume_id", "device"}
-
+// volumeDesc describes a per-volume metric, labelled volume_id and device.
 func volumeDesc(name, help string) *prometheus.Desc {
-	return prometheus.NewDesc("autonode_ebs_"+name, help, volumeLabels, nil)
+	return prometheus.NewDesc("autonode_ebs_"+name, help, []string{"volume_id", "device"}, nil)
 }
 
 var (

@@ -4,12 +4,12 @@ import (
 	"errors"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"unsafe"
 
+	"github.com/autonode/autonode/sandbox/loopdev"
 	"github.com/autonode/autonode/sandbox/privileged"
 )
 
@@ -73,25 +73,8 @@ func TestNVMeRejectsOtherFiles(t *testing.T) {
 // block device of another driver.
 func TestPrivilegedNVMeRejectsLoopDevice(t *testing.T) {
 	privileged.Require(t, privileged.Root, privileged.Loop)
-	losetup, err := exec.LookPath("losetup")
-	if err != nil {
-		privileged.Missing(t, "losetup", err)
-	}
-	img := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(img, make([]byte, 1<<20), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(losetup, "--find", "--show", img).Output()
-	if err != nil {
-		t.Fatalf("losetup --find --show %s: %v", img, err)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command(losetup, "--detach", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup --detach %s: %v: %s", dev, err, out)
-		}
-	})
-	_, err = NVMe{}.IdentifyController(t.Context(), dev)
+	dev := loopdev.New(t, 1<<20).Path
+	_, err := NVMe{}.IdentifyController(t.Context(), dev)
 	if !errors.Is(err, ErrNotNVMe) || !strings.Contains(err.Error(), dev) {
 		t.Errorf("IdentifyController(%s) = %v, want ErrNotNVMe naming the device", dev, err)
 	}

@@ -15,7 +15,7 @@
 // filesystem, a partition table) is refused unless Force is set.
 //
 // Verify, and the Verifier subsystem built on it, only check: the agent
-// daemon starts after the kubelet and must never mount under it.
+// daemon may run beside the kubelet and must never mount under it.
 package instancestore
 
 import (

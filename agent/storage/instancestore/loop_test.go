@@ -3,7 +3,6 @@ package instancestore
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -12,11 +11,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
+	"github.com/autonode/autonode/sandbox/loopdev"
 	"github.com/autonode/autonode/sandbox/privileged"
 )
 
@@ -24,57 +23,13 @@ import (
 // detaches it when the test ends, after the mounts under it are gone.
 func newLoop(t *testing.T, size int64) string {
 	t.Helper()
-	img, err := os.Create(filepath.Join(t.TempDir(), "disk.img"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := img.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ctl.Close()
-	// Other packages' tests take loop devices too: a free one may be taken
-	// between GET_FREE and CONFIGURE, which then fails with EBUSY.
-	for attempt := 0; attempt < 50; attempt++ {
-		n, err := unix.IoctlRetInt(int(ctl.Fd()), unix.LOOP_CTL_GET_FREE)
-		if err != nil {
-			t.Fatalf("LOOP_CTL_GET_FREE: %v", err)
-		}
-		dev := fmt.Sprintf("/dev/loop%d", n)
-		lf, err := os.OpenFile(dev, os.O_RDWR, 0)
-		if errors.Is(err, os.ErrNotExist) {
-			time.Sleep(10 * time.Millisecond) // devtmpfs has not made the node yet
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		// AUTOCLEAR detaches the device once the last user (a mount, or
-		// this descriptor) lets go, even if the test dies before cleanup.
-		cfg := unix.LoopConfig{Fd: uint32(img.Fd()), Info: unix.LoopInfo64{Flags: unix.LO_FLAGS_AUTOCLEAR}}
-		copy(cfg.Info.File_name[:], img.Name())
-		if err := unix.IoctlLoopConfigure(int(lf.Fd()), &cfg); err != nil {
-			lf.Close()
-			if errors.Is(err, unix.EBUSY) {
-				continue
-			}
-			t.Fatalf("LOOP_CONFIGURE %s: %v", dev, err)
-		}
-		t.Cleanup(func() {
-			// btrfs remembers the devices it scanned; forget this one so
-			// that the next user of the loop number starts clean.
-			_ = exec.Command("btrfs", "device", "scan", "--forget", dev).Run()
-			_ = unix.IoctlSetInt(int(lf.Fd()), unix.LOOP_CLR_FD, 0)
-			lf.Close()
-			img.Close()
-		})
-		return dev
-	}
-	t.Fatal("no free loop device after 50 attempts")
-	return ""
+	dev := loopdev.New(t, size).Path
+	t.Cleanup(func() {
+		// btrfs remembers the devices it scanned; forget this one so
+		// that the next user of the loop number starts clean.
+		_ = exec.Command("btrfs", "device", "scan", "--forget", dev).Run()
+	})
+	return dev
 }
 
 // unmountUnder detaches every mount at or below root, deepest first: a
