@@ -306,7 +306,10 @@ func Up(ctx context.Context, opts Options) (_ *Node, err error) {
 		"podIdentity:\n  clusterName: %s\n  eksAuthEndpoint: %s\nstateDir: %s\nhealth:\n  consolePath: %s\n"+
 		// A few warm addresses on the primary ENI: secondary ENIs exist only
 		// in the emulator, with no link in the node's namespace.
-		"network:\n  ec2Endpoint: %s\n  cniSocket: %s\n  warmIPTarget: 3\n  minimumIPTarget: 3\nshutdownTimeout: 20s\n",
+		"network:\n  ec2Endpoint: %s\n  cniSocket: %s\n  warmIPTarget: 3\n  minimumIPTarget: 3\nshutdownTimeout: 20s\n"+
+		// No kubelet runs here to register the CSI node service, and the
+		// sandbox has no EBS volumes for it to stage.
+		"storage:\n  csi:\n    enabled: false\n",
 		AgentStatusAddr, agentKubeconfig, ClusterName, eksAuthEndpoint,
 		filepath.Join(opts.StateDir, "agent-state"), filepath.Join(opts.StateDir, "console.log"),
 		n.EC2Endpoint, n.CNISocket())

@@ -23,6 +23,7 @@ func subcommands() map[string]subcommand {
 		"ebs-id":     {"print the EBS volume id and mapping name of an NVMe device (udev PROGRAM)", ebsID},
 		"max-pods":   {"print the kubelet max-pods of an instance type", maxPods},
 		"nodeconfig": {"print one per-node setting (kube-reserved, kubelet and containerd config, ...)", nodeconfigCmd},
+		"policy":     {"print a pod's programmed NetworkPolicy rules (dump) or a flow's verdict (check)", policyCmd},
 		"storage":    {"set up (before containerd and the kubelet) or verify the instance store", storageCmd},
 	}
 }

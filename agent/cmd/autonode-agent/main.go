@@ -158,7 +158,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("AWS configuration: %w", err)
 	}
 	if cfg.Network.Enabled {
-		network, closeNetwork, err := newNetwork(cfg, id, awsCfg, logger, reporter, registry)
+		network, closeNetwork, err := newNetwork(ctx, cfg, id, awsCfg, client, logger, reporter, registry)
 		if err != nil {
 			return err
 		}

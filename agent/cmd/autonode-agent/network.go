@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -9,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/autonode/autonode/agent/config"
 	"github.com/autonode/autonode/agent/instance"
@@ -25,7 +27,7 @@ import (
 // datapath, the CNI backend that autonode-cni talks to, and, when a cluster
 // DNS Service is configured, the node-local DNS cache. close releases the
 // datapath's netlink and nftables handles.
-func newNetwork(cfg config.Config, id instance.Identity, awsCfg aws.Config, logger *slog.Logger,
+func newNetwork(ctx context.Context, cfg config.Config, id instance.Identity, awsCfg aws.Config, client kubernetes.Interface, logger *slog.Logger,
 	reporter health.Reporter, reg prometheus.Registerer) (specs []subsystem.Spec, close func(), err error) {
 	nw := cfg.Network
 	ec2Client := ec2.NewFromConfig(awsCfg, func(o *ec2.Options) {
@@ -74,8 +76,22 @@ func newNetwork(cfg config.Config, id instance.Identity, awsCfg aws.Config, logg
 		runtime.Close()
 		return nil, nil, fmt.Errorf("datapath: %w", err)
 	}
-	backend, err := cni.New(cni.Options{Logger: logger, SocketPath: nw.CNISocket, Allocator: pool, Datapath: dp, Health: reporter})
+	// NetworkPolicy: CNI ADD attaches each pod's rules before it returns.
+	var podPolicy cni.PodPolicy
+	var policySpecs []subsystem.Spec
+	closePolicy := func() {}
+	if cfg.Policy.Enabled {
+		engine, spec, closeFn, err := newPolicy(ctx, cfg, client, pool, logger, reg)
+		if err != nil {
+			dp.Close()
+			runtime.Close()
+			return nil, nil, fmt.Errorf("network policy: %w", err)
+		}
+		podPolicy, policySpecs, closePolicy = cniPolicy{engine}, []subsystem.Spec{spec}, closeFn
+	}
+	backend, err := cni.New(cni.Options{Logger: logger, SocketPath: nw.CNISocket, Allocator: pool, Datapath: dp, Health: reporter, Policy: podPolicy})
 	if err != nil {
+		closePolicy()
 		dp.Close()
 		runtime.Close()
 		return nil, nil, fmt.Errorf("cni: %w", err)
@@ -84,6 +100,7 @@ func newNetwork(cfg config.Config, id instance.Identity, awsCfg aws.Config, logg
 		{Subsystem: pool, Condition: health.NetworkingReady},
 		{Subsystem: backend, Requires: []string{pool.Name()}, Condition: health.NetworkingReady},
 	}
+	specs = append(specs, policySpecs...)
 	if len(nw.DNS.ClusterDNS) > 0 {
 		var clusterDNS []netip.AddrPort
 		for _, a := range nw.DNS.ClusterDNS {
@@ -97,11 +114,12 @@ func newNetwork(cfg config.Config, id instance.Identity, awsCfg aws.Config, logg
 			VPCDNS:        []netip.AddrPort{netip.AddrPortFrom(dns.VPCResolver(id.VPCCIDRs[0]), 53)},
 		})
 		if err != nil {
+			closePolicy()
 			dp.Close()
 			runtime.Close()
 			return nil, nil, fmt.Errorf("node-local dns: %w", err)
 		}
 		specs = append(specs, subsystem.Spec{Subsystem: resolver, Condition: health.NetworkingReady})
 	}
-	return specs, func() { dp.Close(); runtime.Close() }, nil
+	return specs, func() { closePolicy(); dp.Close(); runtime.Close() }, nil
 }

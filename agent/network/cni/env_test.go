@@ -67,6 +67,8 @@ type envOptions struct {
 	secondary bool
 	// externalSNAT turns our SNAT off.
 	externalSNAT bool
+	// policy is the NetworkPolicy hook; nil enforces none.
+	policy cni.PodPolicy
 }
 
 // env is one node with a running CNI server and a libcni client.
@@ -109,7 +111,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
 	e := &env{node: node, dp: dp, alloc: alloc, sock: filepath.Join(sockDir, "cni.sock"), pods: pods, signals: &healthtest.Recorder{}}
 	e.srv, err = cni.New(cni.Options{SocketPath: e.sock, Allocator: alloc, Datapath: dp,
-		Health: e.signals, CheckInterval: 20 * time.Millisecond})
+		Health: e.signals, CheckInterval: 20 * time.Millisecond, Policy: o.policy})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,8 +4,9 @@
 // with the datapath. It runs as the agent's "cni" subsystem.
 //
 // Verbs: ADD allocates (idempotently per container and interface), wires the
-// pod and returns a CNI result in the netconf's cniVersion, merged after any
-// prevResult; DEL unwires and releases, and succeeds for unknown containers;
+// pod, attaches its NetworkPolicy (Options.Policy) and returns a CNI result
+// in the netconf's cniVersion, merged after any prevResult; DEL unwires,
+// removes the policy and releases, and succeeds for unknown containers;
 // CHECK verifies the wiring; STATUS reports whether addresses can be handed
 // out; GC releases every attachment missing from cni.dev/valid-attachments
 // and removes veths and rules that belong to no attachment.
@@ -65,6 +66,27 @@ type Options struct {
 	Health health.Reporter
 	// CheckInterval is how often every attachment is checked. Default 1m.
 	CheckInterval time.Duration
+	// Policy, when set, enforces NetworkPolicy: ADD attaches the pod's
+	// rules before it returns, DEL and GC remove them. Nil enforces none.
+	Policy PodPolicy
+}
+
+// PodPolicy is the NetworkPolicy engine as the CNI verbs see it.
+//
+// Attach programs the pod's rules on its host veth, which exists and is
+// up; when Attach fails, so does ADD, undoing the wiring. Detach removes them after the veth is gone and
+// is not an error for an unknown interface.
+type PodPolicy interface {
+	Attach(ctx context.Context, pod PodInfo) error
+	Detach(ctx context.Context, hostIf string) error
+}
+
+// PodInfo is what ADD knows of a pod: its host veth, its identity from
+// CNI_ARGS (K8S_POD_NAMESPACE, K8S_POD_NAME, K8S_POD_UID) and its address.
+type PodInfo struct {
+	HostIf               string
+	Namespace, Name, UID string
+	IP                   netip.Addr
 }
 
 // Server is the CNI backend subsystem.

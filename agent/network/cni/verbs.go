@@ -109,6 +109,15 @@ func (s *Server) add(ctx context.Context, req cniwire.Request) (json.RawMessage,
 		}
 		return nil, cniErr(codeInternal, fmt.Sprintf("container %s: wiring pod", req.ContainerID), err)
 	}
+	if s.opts.Policy != nil {
+		meta := podMeta(req.Args, req.Netns)
+		pod := PodInfo{HostIf: links.HostVeth, Namespace: meta.Namespace, Name: meta.Name, UID: meta.UID, IP: alloc.Addr}
+		if err := s.opts.Policy.Attach(ctx, pod); err != nil {
+			// No pod starts without its policy: undo the wiring.
+			s.undoAdd(ctx, key, alloc, req.Netns)
+			return nil, cniErr(codeInternal, fmt.Sprintf("container %s: attaching network policy", req.ContainerID), err)
+		}
+	}
 	out, err := buildResult(conf, req, alloc, links)
 	if err != nil {
 		return nil, err
@@ -116,6 +125,21 @@ func (s *Server) add(ctx context.Context, req cniwire.Request) (json.RawMessage,
 	s.log.Info("pod attached", "container", key.ContainerID, "ifname", key.IfName, "pod", alloc.Pod.Namespace+"/"+alloc.Pod.Name,
 		"addr", alloc.Addr, "eni", alloc.ENI, "link", links.HostVeth)
 	return out, nil
+}
+
+// undoAdd unwires and releases an attachment whose policy could not be
+// attached.
+func (s *Server) undoAdd(ctx context.Context, key ipam.Key, alloc ipam.Allocation, netns string) {
+	hostIf := datapath.HostVethName(key.ContainerID, key.IfName)
+	if err := s.opts.Datapath.DelPod(ctx, podFromAlloc(alloc, netns, 0)); err != nil {
+		s.log.Error("unwiring pod after failed policy attach", "container", key.ContainerID, "err", err)
+	}
+	if err := s.opts.Policy.Detach(ctx, hostIf); err != nil {
+		s.log.Error("removing policy after failed attach", "container", key.ContainerID, "link", hostIf, "err", err)
+	}
+	if err := s.opts.Allocator.Release(ctx, key); err != nil {
+		s.log.Error("releasing address after failed policy attach", "container", key.ContainerID, "addr", alloc.Addr, "err", err)
+	}
 }
 
 // buildResult appends our interfaces, address and route to prevResult (if
@@ -199,6 +223,12 @@ func (s *Server) del(ctx context.Context, req cniwire.Request) error {
 	if err := s.opts.Datapath.DelPod(ctx, podFromAlloc(alloc, req.Netns, 0)); err != nil {
 		return cniErr(codeInternal, fmt.Sprintf("container %s: unwiring pod", req.ContainerID), err)
 	}
+	// After the veth is gone, so no packet passes between the two steps.
+	if s.opts.Policy != nil {
+		if err := s.opts.Policy.Detach(ctx, datapath.HostVethName(key.ContainerID, key.IfName)); err != nil {
+			return cniErr(codeInternal, fmt.Sprintf("container %s: removing network policy", req.ContainerID), err)
+		}
+	}
 	if !known {
 		return nil // DEL of an unknown container succeeds
 	}
@@ -261,6 +291,12 @@ func (s *Server) gc(ctx context.Context, req cniwire.Request) error {
 		if err := s.opts.Datapath.DelPod(ctx, podFromAlloc(a, a.Pod.Netns, 0)); err != nil {
 			errs = append(errs, err)
 			continue
+		}
+		if s.opts.Policy != nil {
+			if err := s.opts.Policy.Detach(ctx, datapath.HostVethName(a.Key.ContainerID, a.Key.IfName)); err != nil {
+				errs = append(errs, err)
+				continue
+			}
 		}
 		if err := s.opts.Allocator.Release(ctx, a.Key); err != nil {
 			errs = append(errs, fmt.Errorf("container %s: releasing %s: %w", a.Key.ContainerID, a.Addr, err))
