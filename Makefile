@@ -8,7 +8,7 @@ GO        ?= go
 BIN       := $(CURDIR)/bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
-COMMANDS  := agent/cmd/autonode-agent sandbox/cmd/autonode-sandbox
+COMMANDS  := agent/cmd/autonode-agent sandbox/cmd/autonode-sandbox provisioner/cmd/autonode-provisioner
 # The control-plane binaries live outside the tree and survive `make clean`.
 TESTENV_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/autonode/testenv/k8s-v1.37.2-etcd-v3.7.3
 export KUBEBUILDER_ASSETS ?= $(TESTENV_DIR)

@@ -20,3 +20,4 @@ for cmd in $("$bin/autonode-agent" --help 2>&1 | sed -n '/^Commands/,/^$/{s/^  \
   section "autonode-agent $cmd" "$bin/autonode-agent" "$cmd"
 done
 section autonode-sandbox "$bin/autonode-sandbox"
+section autonode-provisioner "$bin/autonode-provisioner"
