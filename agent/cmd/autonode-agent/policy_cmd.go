@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 
-
 	"github.com/autonode/autonode/agent/config"
 	"github.com/autonode/autonode/agent/policy/compute"
 	"github.com/autonode/autonode/agent/policy/datapath"
