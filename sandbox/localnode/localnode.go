@@ -3,7 +3,9 @@
 // kube-apiserver and etcd, the instance's Node object, and a network
 // namespace (with its own mount namespace) where the agent runs, so that
 // link-local addresses, routes, BPF programs and mounts never touch the
-// host. Close removes all of it.
+// host. The one exception is the node's BPF filesystem, mounted from the host
+// under the state dir so that pinned NetworkPolicy programs outlive a killed
+// agent. Close removes all of it.
 //
 // Inside the node's namespace the agent sees what it would on EC2: IMDS on
 // 169.254.169.254:80, and the apiserver and EC2 on loopback ports that this
@@ -32,6 +34,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -46,6 +49,7 @@ import (
 
 	"github.com/autonode/autonode/agent/kubenode"
 	"github.com/autonode/autonode/deploy"
+	"github.com/autonode/autonode/sandbox/bpffs"
 	"github.com/autonode/autonode/sandbox/catalog"
 	"github.com/autonode/autonode/sandbox/ec2"
 	"github.com/autonode/autonode/sandbox/eksauth"
@@ -158,6 +162,14 @@ func Up(ctx context.Context, opts Options) (_ *Node, err error) {
 		}
 	}()
 	step := opts.Progress
+
+	// The node's BPF filesystem, mounted here in the host's mount namespace: `ip netns exec` remounts /sys for the
+	// agent, so a bpffs it mounted at /sys/fs/bpf would die with it, and with it the pins that keep NetworkPolicy
+	// enforced while the agent is down. This one outlives the agent, as /sys/fs/bpf does on a real node.
+	if err := bpffs.Ensure(n.bpffsDir()); err != nil {
+		return n, err
+	}
+	step("mounted the node's BPF filesystem at " + n.bpffsDir() + " (NetworkPolicy pins outlive the agent)")
 
 	// The VPC and the instance.
 	n.Model, err = vpc.New(vpc.Config{})
@@ -309,10 +321,11 @@ func Up(ctx context.Context, opts Options) (_ *Node, err error) {
 		"network:\n  ec2Endpoint: %s\n  cniSocket: %s\n  warmIPTarget: 3\n  minimumIPTarget: 3\nshutdownTimeout: 20s\n"+
 		// No kubelet runs here to register the CSI node service, and the
 		// sandbox has no EBS volumes for it to stage.
-		"storage:\n  csi:\n    enabled: false\n",
+		"storage:\n  csi:\n    enabled: false\n"+
+		"policy:\n  pinRoot: %s\n",
 		AgentStatusAddr, agentKubeconfig, ClusterName, eksAuthEndpoint,
 		filepath.Join(opts.StateDir, "agent-state"), filepath.Join(opts.StateDir, "console.log"),
-		n.EC2Endpoint, n.CNISocket())
+		n.EC2Endpoint, n.CNISocket(), n.PolicyPinRoot())
 	if err := os.WriteFile(agentConfig, []byte(cfg), 0o644); err != nil {
 		return n, fmt.Errorf("agent config: %w", err)
 	}
@@ -480,9 +493,32 @@ func (n *Node) startAgent(configPath string) error {
 // staleNetnsFile in the state dir names the namespace of a running sandbox.
 const staleNetnsFile = "netns"
 
+// bpffsDir in the state dir is where the node's BPF filesystem is mounted.
+const bpffsDir = "bpffs"
+
+// unmountBPFFS unmounts the node's BPF filesystem at dir, if one is mounted there, and removes the folder.
+func unmountBPFFS(dir string) error {
+	mounted, err := bpffs.IsMounted(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if mounted {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			return fmt.Errorf("unmounting the node's bpffs %s: %w", dir, err)
+		}
+	}
+	return os.Remove(dir)
+}
+
 // removeStale deletes the namespace that a sandbox killed before its Close
 // left behind.
 func removeStale(stateDir string, step func(string)) error {
+	if err := unmountBPFFS(filepath.Join(stateDir, bpffsDir)); err != nil {
+		return err
+	}
 	data, err := os.ReadFile(filepath.Join(stateDir, staleNetnsFile))
 	if os.IsNotExist(err) {
 		return nil
@@ -542,6 +578,12 @@ func (n *Node) AgentHTTPClient() *http.Client {
 		}},
 	}
 }
+
+// PolicyPinRoot is where the agent pins its NetworkPolicy maps and links, in the node's BPF filesystem, which
+// this process sees too.
+func (n *Node) PolicyPinRoot() string { return filepath.Join(n.bpffsDir(), "autonode", "policy") }
+
+func (n *Node) bpffsDir() string { return filepath.Join(n.opts.StateDir, bpffsDir) }
 
 // CNISocket is where the agent serves CNI requests; autonode-cni reaches it
 // from any namespace, since it is a path.
@@ -619,6 +661,10 @@ func (n *Node) Close() error {
 		if err := netnsutil.DeleteNamed(n.NetnsName); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	// Unmounting drops every pin; with the namespace gone no program is attached any more.
+	if err := unmountBPFFS(n.bpffsDir()); err != nil {
+		errs = append(errs, err)
 	}
 	// The agent's state belongs to this instance; the next sandbox starts
 	// afresh (the emulated instance ids repeat from run to run).

@@ -124,7 +124,7 @@ func TestSandboxNodeReachesReady(t *testing.T) {
 	if _, err := os.Stat(netnsPath); !os.IsNotExist(err) {
 		t.Errorf("netns %s still present after Close (%v)", netnsPath, err)
 	}
-	for _, f := range []string{"admin.kubeconfig", "agent.kubeconfig", "agent.yaml", "agent-state"} {
+	for _, f := range []string{"admin.kubeconfig", "agent.kubeconfig", "agent.yaml", "agent-state", bpffsDir} {
 		if _, err := os.Stat(filepath.Join(stateDir, f)); !os.IsNotExist(err) {
 			t.Errorf("%s left behind", f)
 		}

@@ -87,6 +87,9 @@ func newNetwork(ctx context.Context, cfg config.Config, id instance.Identity, aw
 			runtime.Close()
 			return nil, nil, fmt.Errorf("network policy: %w", err)
 		}
+		// The engine reconciles its pins with the pool's allocations when it starts: before the pool has read its
+		// checkpoint the list is empty, and every pinned pod would be unprogrammed (left unchecked) at a restart.
+		spec.Requires = []string{pool.Name()}
 		podPolicy, policySpecs, closePolicy = cniPolicy{engine}, []subsystem.Spec{spec}, closeFn
 	}
 	backend, err := cni.New(cni.Options{Logger: logger, SocketPath: nw.CNISocket, Allocator: pool, Datapath: dp, Health: reporter, Policy: podPolicy})
