@@ -44,8 +44,10 @@ func nodeconfigCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	return exitCodeError{code: skipSetting, err: err}
 }
 
-// usageError is a malformed nodeconfig command line.
+// usageError is a malformed nodeconfig command line (or --help).
 type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
 
 func nodeconfigValue(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("autonode-agent nodeconfig", flag.ContinueOnError)
