@@ -263,7 +263,7 @@ func TestSettingsDefaults(t *testing.T) {
 		t.Errorf("host containers must be off by default: %v", hc)
 	}
 	gens := generators(t)
-	for _, key := range []string{"max-pods", "kube-reserved", "eviction-hard", "cluster-dns-ip"} {
+	for _, key := range []string{"max-pods", "kube-reserved", "eviction-hard"} {
 		want := "/usr/bin/autonode-agent nodeconfig " + key
 		if got := gens["settings.kubernetes."+key]; got != want {
 			t.Errorf("setting-generator of settings.kubernetes.%s = %q, want %q", key, got, want)
@@ -307,4 +307,33 @@ func findFiles(t *testing.T, root, glob string) []string {
 		t.Fatal(err)
 	}
 	return matches
+}
+
+// TestTmpfilesPaths checks that the folders the package's tmpfiles create
+// are the ones the agent's rendered configuration uses: its state folder
+// (which holds the instance-store state file) and its CNI socket's folder.
+func TestTmpfilesPaths(t *testing.T) {
+	cfg := loadAgentConfig(t, render(t, "autonode-agent", "autonode-agent-yaml", sampleSettings(t)))
+	want := []string{cfg.StateDir, filepath.Dir(cfg.Network.CNISocket)}
+	if dir := filepath.Dir(cfg.Storage.InstanceStore.StatePath); dir != cfg.StateDir {
+		want = append(want, dir)
+	}
+	var created []string
+	path := filepath.Join(repoRoot(t), "packages", "autonode-agent", "autonode-tmpfiles.conf")
+	for i, line := range strings.Split(string(readFile(t, path)), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		if len(f) < 2 || f[0] != "d" {
+			t.Errorf("%s:%d: %q: want `d PATH MODE USER GROUP AGE`", path, i+1, line)
+			continue
+		}
+		created = append(created, f[1])
+	}
+	slices.Sort(want)
+	slices.Sort(created)
+	if !slices.Equal(slices.Compact(want), created) {
+		t.Errorf("tmpfiles create %q; the agent's configuration uses %q", created, want)
+	}
 }
