@@ -3,6 +3,7 @@ package disruption
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -51,8 +52,15 @@ func Build(o Objects) (*Cluster, error) {
 	prices := priceIndex(o.SchedulingPools)
 
 	podsByNode := map[string][]*corev1.Pod{}
+	lastPodEvent := map[string]time.Time{}
 	for _, p := range o.Pods {
-		if p.Spec.NodeName != "" && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+		if p.Spec.NodeName == "" {
+			continue
+		}
+		if t := podEventTime(p); t.After(lastPodEvent[p.Spec.NodeName]) {
+			lastPodEvent[p.Spec.NodeName] = t
+		}
+		if p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
 			podsByNode[p.Spec.NodeName] = append(podsByNode[p.Spec.NodeName], p)
 		}
 	}
@@ -70,6 +78,9 @@ func Build(o Objects) (*Cluster, error) {
 		n := fromClaim(nc, node, prices)
 		if node != nil {
 			n.Pods = podsOf(podsByNode[node.Name])
+			if t := lastPodEvent[node.Name]; t.After(n.LastPodEvent) {
+				n.LastPodEvent = t
+			}
 		}
 		c.Nodes = append(c.Nodes, n)
 	}
@@ -244,4 +255,29 @@ func modelled(l corev1.ResourceList) scheduling.Resources {
 	}
 	out, _ := scheduling.ResourcesFromList(m)
 	return out
+}
+
+// podEventTime is when a pod last came to or left its node, as far as the
+// pod itself tells: its binding (PodScheduled True), its finishing (the
+// latest condition change of a terminal pod) or the start of its deletion.
+// NodeClaim status.lastPodEventTime, when something keeps it, can only move
+// the clock later; pods already gone are not seen here.
+func podEventTime(p *corev1.Pod) time.Time {
+	t := p.CreationTimestamp.Time
+	terminal := p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+	for _, c := range p.Status.Conditions {
+		if (c.Type == corev1.PodScheduled && c.Status == corev1.ConditionTrue || terminal) && c.LastTransitionTime.After(t) {
+			t = c.LastTransitionTime.Time
+		}
+	}
+	if d := p.DeletionTimestamp; d != nil {
+		started := d.Time
+		if g := p.DeletionGracePeriodSeconds; g != nil {
+			started = started.Add(-time.Duration(*g) * time.Second)
+		}
+		if started.After(t) {
+			t = started
+		}
+	}
+	return t
 }

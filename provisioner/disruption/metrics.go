@@ -1,6 +1,7 @@
 package disruption
 
 import (
+	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,12 +46,33 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "execution_duration_seconds", Help: "Time from reservation to the candidates' deletion.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 14)}, labels),
 	}
-	for _, c := range []prometheus.Collector{m.decisions, m.executed, m.invalidated, m.failed, m.nodes, m.pods, m.savings, m.decideTime, m.execTime} {
-		if err := reg.Register(c); err != nil {
+	for _, c := range []**prometheus.CounterVec{&m.decisions, &m.executed, &m.invalidated, &m.failed, &m.nodes, &m.pods, &m.savings} {
+		if err := register(reg, c); err != nil {
 			return nil, err
 		}
 	}
+	if err := register(reg, &m.decideTime); err != nil {
+		return nil, err
+	}
+	if err := register(reg, &m.execTime); err != nil {
+		return nil, err
+	}
 	return m, nil
+}
+
+// register registers *c, or takes over the identical collector registered
+// before (a second NewMetrics on one registry, as when the provisioner's
+// run is called again in one process), so that both count in one place.
+func register[C prometheus.Collector](reg prometheus.Registerer, c *C) error {
+	err := reg.Register(*c)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			*c = existing
+			return nil
+		}
+	}
+	return err
 }
 
 // ObserveDecide records one Decide call and its command, if any.

@@ -22,7 +22,9 @@ const (
 	// change of the function does not drift every node at once.
 	AnnotationNodePoolHashVersion = "autonode.dev/nodepool-hash-version"
 	// TaintDisrupted (NoSchedule) marks the candidates of a command in
-	// progress, so that nothing new lands on them.
+	// progress, and every node the termination controller drains, so that
+	// neither kube-scheduler nor the provisioner places anything new on
+	// them. It is the one definition of the taint.
 	TaintDisrupted = "autonode.dev/disrupted"
 	// annotationPodDeletionCost is the ReplicaSet controller's
 	// pod-deletion-cost, which also weighs disruption cost.

@@ -139,20 +139,24 @@ type Disruption struct {
 	ConsolidateAfter NillableDuration `json:"consolidateAfter"`
 	// Budgets cap how many of the pool's nodes may be disrupted at once,
 	// per reason and time window; the most restrictive active one wins.
-	// Default is 10% of the nodes for every reason.
+	// Default is 10% of the nodes for the graceful reasons (a budget that
+	// names no reasons covers Empty, Underutilized and Drifted, as in
+	// Karpenter); Expired and Unhealthy are limited only by budgets that
+	// name them.
 	// +kubebuilder:default={{nodes: "10%"}}
 	// +kubebuilder:validation:MaxItems=50
 	// +optional
 	Budgets []Budget `json:"budgets,omitempty"`
 }
 
-// Budget caps disruptions of a pool's nodes, for some reasons (all when
-// unset), always or during a window that opens on a cron schedule and stays
-// open for duration.
+// Budget caps disruptions of a pool's nodes, for some reasons (the graceful
+// ones when unset), always or during a window that opens on a cron schedule
+// and stays open for duration.
 //
 // +kubebuilder:validation:XValidation:rule="has(self.schedule) == has(self.duration)",message="schedule and duration go together"
 type Budget struct {
-	// Reasons the budget applies to; all of them when unset.
+	// Reasons the budget applies to; when unset, the graceful ones (Empty,
+	// Underutilized, Drifted).
 	// +kubebuilder:validation:MaxItems=5
 	// +optional
 	Reasons []DisruptionReason `json:"reasons,omitempty"`

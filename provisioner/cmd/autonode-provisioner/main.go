@@ -1,6 +1,7 @@
 // Command autonode-provisioner is the cluster-side companion: it watches
 // pods that kube-scheduler cannot place, plans the cheapest nodes for them,
-// launches and registers those nodes, and terminates them again. This file
+// launches and registers those nodes, consolidates, rolls and repairs them
+// (provisioner/disruption), and terminates them again. This file
 // is the only place where it is wired together.
 package main
 
@@ -147,6 +148,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Interval: o.gcInterval, LaunchGrace: o.gcLaunchGrace, Logger: logger.With("controller", "garbage-collection"),
 	})
 	if err := mgr.Add(gc); err != nil {
+		return err
+	}
+	if err := addDisruption(mgr, prov, o.disruption, logger.With("controller", "disruption")); err != nil {
 		return err
 	}
 	return mgr.Start(ctx)

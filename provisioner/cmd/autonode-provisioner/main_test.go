@@ -57,6 +57,24 @@ func TestParseFlags(t *testing.T) {
 		{"both price sources", []string{"--cluster-name=c", "--sandbox-prices", "--price-file=x"}, nil, "exclusive", nil},
 		{"bad env value", []string{"--cluster-name=c"}, map[string]string{envName("leader-elect"): "maybe"}, envName("leader-elect"), nil},
 		{"bad log level", []string{"--cluster-name=c", "--log-level=loud"}, nil, "--log-level", nil},
+		{"disruption defaults", []string{"--cluster-name=c"}, nil, "", func(o options) bool {
+			e := o.disruption.engineOptions()
+			return e.ValidationDelay == 15*time.Second && !e.OneToMany && e.Repair.MaxUnhealthyShare == 0.2 && len(e.Repair.Tolerations) == 6 &&
+				e.Repair.Tolerations[5].Condition == "AcceleratedHardwareReady" && e.Repair.Tolerations[5].After == 10*time.Minute &&
+				len(e.Repair.Tolerations[0].Statuses) == 2
+		}},
+		{"disruption from the environment", []string{"--cluster-name=c"}, map[string]string{
+			envName("consolidation-one-to-many"): "true", envName("repair-tolerations"): "KernelReady=2s",
+			envName("consolidation-min-price-improvement-percent"): "5",
+		}, "", func(o options) bool {
+			e := o.disruption.engineOptions()
+			return e.OneToMany && e.MaxReplacements == 3 && e.MinPriceImprovementPercent == 5 &&
+				len(e.Repair.Tolerations) == 1 && e.Repair.Tolerations[0].After == 2*time.Second
+		}},
+		{"bad toleration", []string{"--cluster-name=c", "--repair-tolerations=Ready"}, nil, "--repair-tolerations item", nil},
+		{"toleration twice", []string{"--cluster-name=c", "--repair-tolerations=Ready=1m,Ready=2m"}, nil, "given twice", nil},
+		{"unhealthy share", []string{"--cluster-name=c", "--repair-max-unhealthy-percent=150"}, nil, "outside [0, 100]", nil},
+		{"price improvement", []string{"--cluster-name=c", "--consolidation-min-price-improvement=-1"}, nil, "negative", nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var out strings.Builder
@@ -84,6 +102,7 @@ type fixture struct {
 	env   *testenv.Env
 	admin client.Client
 	ec2   *sandboxec2.Server
+	vpc   *vpc.Model
 	cloud *cloud.Provider // a second provider on the same emulator, for the test's own EC2 calls
 	sdk   *sdkec2.Client
 	// exited is closed when the provisioner's run returns.
@@ -102,7 +121,9 @@ func newScheme(t *testing.T) *runtime.Scheme {
 	return s
 }
 
-func startFixture(t *testing.T) *fixture {
+// startFixture starts it all; extra flags go to the provisioner after the
+// fixture's own.
+func startFixture(t *testing.T, extra ...string) *fixture {
 	t.Helper()
 	env := testenv.Start(t, testenv.Options{
 		Scheduler: true, ControllerManager: true,
@@ -151,6 +172,7 @@ func startFixture(t *testing.T) *fixture {
 		"--metrics-bind-address=0", "--health-probe-bind-address=0", "--leader-elect=false",
 		"--log-level=debug",
 	}
+	args = append(args, extra...)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	logPath := filepath.Join(t.TempDir(), "provisioner.log")
@@ -181,7 +203,7 @@ func startFixture(t *testing.T) *fixture {
 			t.Logf("provisioner log (end):\n%s", data)
 		}
 	})
-	f := &fixture{env: env, admin: admin, ec2: srv, cloud: testCloud, sdk: sdk, exited: exited}
+	f := &fixture{env: env, admin: admin, ec2: srv, vpc: model, cloud: testCloud, sdk: sdk, exited: exited}
 	f.create(t, &v1.NodeClass{
 		ObjectMeta: metav1.ObjectMeta{Name: "default"},
 		Spec: v1.NodeClassSpec{

@@ -32,6 +32,7 @@ type options struct {
 	gcInterval          time.Duration
 	gcLaunchGrace       time.Duration
 	volumeDetachTimeout time.Duration
+	disruption          disruptionOptions
 	metricsAddr         string
 	healthAddr          string
 	leaderElect         bool
@@ -59,6 +60,12 @@ func parse(args []string, getenv func(string) string, out io.Writer) (options, e
 	boolean := func(p *bool, name string, def bool, usage string) {
 		fs.BoolVar(p, name, def, usage+" [env "+envName(name)+"]")
 	}
+	float := func(p *float64, name string, def float64, usage string) {
+		fs.Float64Var(p, name, def, usage+" [env "+envName(name)+"]")
+	}
+	integer := func(p *int, name string, def int, usage string) {
+		fs.IntVar(p, name, def, usage+" [env "+envName(name)+"]")
+	}
 
 	str(&o.kubeconfig, "kubeconfig", "", "kubeconfig `path`; empty: the in-cluster service account")
 	str(&o.clusterName, "cluster-name", "", "cluster `name`: tags instances (autonode.dev/cluster) and goes into node user data (required)")
@@ -76,6 +83,16 @@ func parse(args []string, getenv func(string) string, out io.Writer) (options, e
 	dur(&o.gcInterval, "gc-interval", time.Minute, "`interval` at which orphan instances and NodeClaims without instances are collected")
 	dur(&o.gcLaunchGrace, "gc-launch-grace", time.Minute, "`age` an instance without a NodeClaim must be before it is terminated")
 	dur(&o.volumeDetachTimeout, "volume-detach-timeout", 5*time.Minute, "`duration` termination waits for a drained node's volumes to detach")
+	d := &o.disruption
+	dur(&d.interval, "disruption-interval", 10*time.Second, "`interval` between disruption rounds (consolidation, drift, expiry, repair)")
+	dur(&d.validationDelay, "consolidation-validation-delay", 15*time.Second, "`duration` a consolidation waits before it is re-simulated and carried out")
+	float(&d.minPriceImprovement, "consolidation-min-price-improvement", 0, "least `$/h` a consolidation must save")
+	float(&d.minPriceImprovementPercent, "consolidation-min-price-improvement-percent", 0, "least share of the candidates' price, in `percent`, a consolidation must save")
+	boolean(&d.oneToMany, "consolidation-one-to-many", false, "let single-node consolidation replace a node with several cheaper ones")
+	integer(&d.maxReplacements, "consolidation-max-replacements", 3, "most `nodes` one node may be replaced with under --consolidation-one-to-many")
+	float(&d.maxUnhealthyPercent, "repair-max-unhealthy-percent", 20, "stop repair in a nodepool while more than this `percent` of its nodes is unhealthy")
+	str(&d.repairTolerations, "repair-tolerations", defaultRepairTolerations,
+		"how long each Node condition may be bad before the node is replaced: `list` of Condition=duration (Ready when False or Unknown, others when False)")
 	str(&o.metricsAddr, "metrics-bind-address", ":8080", "`address` of the Prometheus metrics endpoint; 0 turns it off")
 	str(&o.healthAddr, "health-probe-bind-address", ":8081", "`address` of /healthz and /readyz; 0 turns them off")
 	boolean(&o.leaderElect, "leader-elect", true, "run the controllers only in the replica that holds the lease")
@@ -122,6 +139,9 @@ func (o options) validate() error {
 		if d <= 0 {
 			return fmt.Errorf("--%s must be positive, not %s", name, d)
 		}
+	}
+	if err := o.disruption.validate(); err != nil {
+		return err
 	}
 	if o.batchIdle > o.batchMax {
 		return fmt.Errorf("--batch-idle-duration %s exceeds --batch-max-duration %s", o.batchIdle, o.batchMax)

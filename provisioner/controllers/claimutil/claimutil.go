@@ -1,8 +1,8 @@
 // Package claimutil holds what the provisioner's controllers share about
-// NodeClaims and their Nodes: the finalizer and disruption taint, the cache
-// indexes that find a claim's Node and pods, and the lifecycle conditions.
-// The disruption controller uses the same helpers to wait for replacements
-// (Initialized) and to recognise nodes being taken away.
+// NodeClaims and their Nodes: the finalizer, the cache indexes that find a
+// claim's Node and pods, and the lifecycle conditions. The disruption
+// controller uses the same helpers to wait for replacements (Initialized);
+// the taint that marks nodes being taken away is disruption.TaintDisrupted.
 package claimutil
 
 import (
@@ -21,15 +21,6 @@ import (
 // it: deleting either drains the node, terminates the instance and removes
 // the Node before the objects go.
 const TerminationFinalizer = "autonode.dev/termination"
-
-// DisruptedTaintKey marks a node being drained (with NoSchedule), so that
-// kube-scheduler and the provisioner place nothing new on it. Pods that
-// tolerate it are left alone by the drain.
-const DisruptedTaintKey = "autonode.dev/disrupted"
-
-// DisruptedTaint is the taint the termination controller puts on a Node
-// before it evicts the pods.
-var DisruptedTaint = corev1.Taint{Key: DisruptedTaintKey, Effect: corev1.TaintEffectNoSchedule}
 
 // Conditions the termination controller adds beside those of
 // provisioner/apis/v1, as Karpenter's NodeClaims have them.

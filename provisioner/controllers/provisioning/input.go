@@ -16,6 +16,7 @@ import (
 	v1 "github.com/autonode/autonode/provisioner/apis/v1"
 	"github.com/autonode/autonode/provisioner/cloud"
 	"github.com/autonode/autonode/provisioner/controllers/claimutil"
+	"github.com/autonode/autonode/provisioner/disruption"
 	"github.com/autonode/autonode/provisioner/scheduling"
 )
 
@@ -307,7 +308,7 @@ func (p *Provisioner) existingNodes(ctx context.Context, claims []v1.NodeClaim, 
 		if claim != nil {
 			registered[claim.Name] = true
 		}
-		if n.DeletionTimestamp != nil || n.Spec.Unschedulable || hasTaint(n.Spec.Taints, claimutil.DisruptedTaintKey) ||
+		if n.DeletionTimestamp != nil || n.Spec.Unschedulable || hasTaint(n.Spec.Taints, disruption.TaintDisrupted) ||
 			(claim != nil && claim.DeletionTimestamp != nil) {
 			continue
 		}

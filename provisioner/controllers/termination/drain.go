@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/autonode/autonode/provisioner/controllers/claimutil"
+	"github.com/autonode/autonode/provisioner/disruption"
 )
 
 // Drainer evicts the pods of a Node through the Eviction API. It is
@@ -57,8 +58,9 @@ func MustEvict(p *corev1.Pod) bool {
 	if _, mirror := p.Annotations[corev1.MirrorPodAnnotationKey]; mirror {
 		return false
 	}
+	taint := disruption.DisruptedTaint()
 	for _, t := range p.Spec.Tolerations {
-		if t.ToleratesTaint(klog.Background(), &claimutil.DisruptedTaint, false) {
+		if t.ToleratesTaint(klog.Background(), &taint, false) {
 			return false
 		}
 	}

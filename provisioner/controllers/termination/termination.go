@@ -8,7 +8,9 @@
 //
 // The claim's terminationGracePeriod bounds the drain: once it has passed
 // since the claim's deletion, the remaining pods are deleted whatever their
-// budgets say. Without one, a drain waits as long as budgets block it.
+// budgets say, except when the disruption controller took the node for a
+// graceful reason (see DrainDeadline). Without one, a drain waits as long
+// as budgets block it.
 package termination
 
 import (
@@ -31,6 +33,7 @@ import (
 	v1 "github.com/autonode/autonode/provisioner/apis/v1"
 	"github.com/autonode/autonode/provisioner/cloud"
 	"github.com/autonode/autonode/provisioner/controllers/claimutil"
+	"github.com/autonode/autonode/provisioner/disruption"
 )
 
 // CloudProvider is what termination needs from the cloud; *cloud.Provider
@@ -157,9 +160,10 @@ func instanceID(claim *v1.NodeClaim) string {
 // disruption controller calls it on its candidates before launching their
 // replacements.
 func Cordon(ctx context.Context, c client.Client, node *corev1.Node) error {
+	taint := disruption.DisruptedTaint()
 	hasTaint := false
 	for _, t := range node.Spec.Taints {
-		if t.MatchTaint(&claimutil.DisruptedTaint) {
+		if t.MatchTaint(&taint) {
 			hasTaint = true
 		}
 	}
@@ -169,7 +173,7 @@ func Cordon(ctx context.Context, c client.Client, node *corev1.Node) error {
 	patch := client.MergeFrom(node.DeepCopy())
 	node.Spec.Unschedulable = true
 	if !hasTaint {
-		node.Spec.Taints = append(node.Spec.Taints, claimutil.DisruptedTaint)
+		node.Spec.Taints = append(node.Spec.Taints, taint)
 	}
 	if err := c.Patch(ctx, node, patch); err != nil {
 		return fmt.Errorf("cordoning node %s: %w", node.Name, err)
@@ -180,10 +184,7 @@ func Cordon(ctx context.Context, c client.Client, node *corev1.Node) error {
 // drain evicts the Node's pods and reports whether none is left that must
 // go. Past the claim's terminationGracePeriod the rest are deleted.
 func (c *Controller) drain(ctx context.Context, claim *v1.NodeClaim, node *corev1.Node) (bool, error) {
-	var deadline time.Time
-	if tgp := claim.Spec.TerminationGracePeriod; tgp != nil {
-		deadline = claim.DeletionTimestamp.Add(tgp.Duration)
-	}
+	deadline := DrainDeadline(claim)
 	res, err := c.drainer.Drain(ctx, node.Name, deadline)
 	if err != nil {
 		return false, fmt.Errorf("nodeclaim %s: %w", claim.Name, err)
@@ -205,6 +206,26 @@ func (c *Controller) drain(ctx context.Context, claim *v1.NodeClaim, node *corev
 		return false, fmt.Errorf("nodeclaim %s: %w", claim.Name, err)
 	}
 	return true, nil
+}
+
+// DrainDeadline is when a deleted claim's drain stops waiting for
+// PodDisruptionBudgets and deletes the pods left, or zero for never: its
+// deletion plus its terminationGracePeriod, unless the disruption
+// controller deleted it for a graceful reason (its Disrupting condition is
+// True with Empty, Underutilized or Drifted), since graceful disruption
+// never breaks a PodDisruptionBudget. Forceful reasons (Expired, Unhealthy)
+// and deletions from elsewhere (a user, the registration timeout, garbage
+// collection) get the deadline, as every deletion does in Karpenter.
+func DrainDeadline(claim *v1.NodeClaim) time.Time {
+	tgp := claim.Spec.TerminationGracePeriod
+	if tgp == nil || claim.DeletionTimestamp == nil {
+		return time.Time{}
+	}
+	if c := meta.FindStatusCondition(claim.Status.Conditions, v1.ConditionDisrupting); c != nil &&
+		c.Status == metav1.ConditionTrue && disruption.Graceful(v1.DisruptionReason(c.Reason)) {
+		return time.Time{}
+	}
+	return claim.DeletionTimestamp.Add(tgp.Duration)
 }
 
 // awaitVolumes waits for the Node's VolumeAttachments to go, for at most

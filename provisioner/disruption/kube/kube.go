@@ -23,7 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/autonode/autonode/provisioner/apis/v1"
@@ -204,7 +204,8 @@ func (e *Executor) Launch(ctx context.Context, cmd *disruption.Command) ([]strin
 }
 
 // WaitInitialized polls the NodeClaims until each is Initialized. A claim
-// that disappears, or InitTimeout passing, is an error.
+// that disappears once seen, or InitTimeout passing, is an error; one not
+// seen yet is waited for, since a cached client lags behind the Create.
 func (e *Executor) WaitInitialized(ctx context.Context, names []string) error {
 	interval, timeout := e.PollInterval, e.InitTimeout
 	if interval == 0 {
@@ -216,11 +217,17 @@ func (e *Executor) WaitInitialized(ctx context.Context, names []string) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for _, name := range names {
+		seen := false
 		err := wait.PollUntilContextCancel(ctx, interval, true, func(ctx context.Context) (bool, error) {
 			var nc v1.NodeClaim
-			if err := e.Client.Get(ctx, client.ObjectKey{Name: name}, &nc); err != nil {
+			err := e.Client.Get(ctx, client.ObjectKey{Name: name}, &nc)
+			if apierrors.IsNotFound(err) && !seen {
+				return false, nil // just created: the cache has not caught up
+			}
+			if err != nil {
 				return false, err
 			}
+			seen = true
 			if nc.DeletionTimestamp != nil {
 				return false, fmt.Errorf("is being deleted")
 			}
@@ -250,24 +257,26 @@ func (e *Executor) Delete(ctx context.Context, cmd *disruption.Command) error {
 }
 
 // Recorder records decisions as Events on the candidates' NodeClaims and
-// Nodes.
+// Nodes, through the events.k8s.io API (the manager's GetEventRecorder).
 type Recorder struct {
-	Events record.EventRecorder
+	Events events.EventRecorder
 }
 
 var _ disruption.Recorder = Recorder{}
 
-// Record emits one Event per candidate object.
+// Record emits one Event per candidate object. The message is a format
+// argument, never the format: it may hold a percent sign.
 func (r Recorder) Record(cmd *disruption.Command, reason, message string) {
 	typ := corev1.EventTypeNormal
 	if reason == "DisruptionFailed" {
 		typ = corev1.EventTypeWarning
 	}
 	for _, n := range cmd.Candidates {
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name}}
 		if n.NodeClaim != "" {
-			r.Events.Event(&v1.NodeClaim{ObjectMeta: metav1.ObjectMeta{Name: n.NodeClaim}}, typ, reason, message)
+			r.Events.Eventf(&v1.NodeClaim{ObjectMeta: metav1.ObjectMeta{Name: n.NodeClaim}}, node, typ, reason, "Disrupt", "%s", message)
 		}
-		r.Events.Event(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name}}, typ, reason, message)
+		r.Events.Eventf(node, nil, typ, reason, "Disrupt", "%s", message)
 	}
 }
 

@@ -17,7 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/tools/events"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -147,14 +147,14 @@ func TestRunnerAgainstAPIServer(t *testing.T) {
 	must(c.Delete(ctx, pdb))
 
 	clk := clocktesting.NewFakeClock(time.Now())
-	events := record.NewFakeRecorder(10)
+	rec := events.NewFakeRecorder(10)
 	eng, err := disruption.New(disruption.Options{})
 	must(err)
 	l := &launcher{c: c}
 	r := &disruption.Runner{
 		Engine: eng, Ledger: disruption.NewLedger(), Clock: clk, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Source:   src,
-		Executor: &Executor{Client: c, Launcher: l, PollInterval: 10 * time.Millisecond}, Recorder: Recorder{Events: events},
+		Executor: &Executor{Client: c, Launcher: l, PollInterval: 10 * time.Millisecond}, Recorder: Recorder{Events: rec},
 	}
 	done := make(chan *disruption.Command, 1)
 	go func() {
@@ -189,8 +189,8 @@ func TestRunnerAgainstAPIServer(t *testing.T) {
 		t.Fatalf("replacements launched: %v", l.made)
 	}
 	var got []string
-	for len(events.Events) > 0 {
-		got = append(got, <-events.Events)
+	for len(rec.Events) > 0 {
+		got = append(got, <-rec.Events)
 	}
 	if len(got) != 2 {
 		t.Errorf("events %v, want one on the NodeClaim and one on the Node", got)
