@@ -208,10 +208,14 @@ func TestDisruption(t *testing.T) {
 		f.eventually(t, 60*time.Second, "two replicas on two nodes", func() (bool, error) {
 			return f.boundPods(t, "rollout") == 2, nil
 		})
-		// Every claim of the pool is old, even one the pods did not need.
+		// One claim per replica: a round must not plan pods it already
+		// placed onto a joining node a second time.
 		old := map[string]string{}
 		for _, c := range f.claims(t, "rollout") {
 			old[c.Name] = c.Status.ImageID
+		}
+		if len(old) != 2 {
+			t.Fatalf("%d nodeclaims for two anti-affine replicas, want 2", len(old))
 		}
 		newImage := f.addImage(t, "v2", time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC))
 		maxInFlight := 0
@@ -228,6 +232,9 @@ func TestDisruption(t *testing.T) {
 			maxInFlight = max(maxInFlight, inFlight)
 			return stale == 0 && f.boundPods(t, "rollout") == 2, nil
 		})
+		if n := len(f.claims(t, "rollout")); n != 2 {
+			t.Errorf("%d nodeclaims after the rollout, want 2 (one replacement per node)", n)
+		}
 		for _, c := range f.claims(t, "rollout") {
 			if c.Status.ImageID != newImage.ID {
 				t.Errorf("nodeclaim %s runs %s, want the new AMI %s", c.Name, c.Status.ImageID, newImage.ID)
@@ -354,7 +361,10 @@ func (f *fixture) oneBoundClaim(t *testing.T, pool string) v1.NodeClaim {
 	t.Helper()
 	f.eventually(t, 60*time.Second, "the pods of "+pool+" bound to one node", func() (bool, error) {
 		pods := f.podList(t, pool)
-		return len(pods) > 0 && f.boundPods(t, pool) == len(pods) && len(f.claims(t, pool)) == 1, nil
+		if n := len(f.claims(t, pool)); n > 1 {
+			t.Fatalf("%d nodeclaims for pool %s, want 1: a round planned its pods twice", n, pool)
+		}
+		return len(pods) > 0 && f.boundPods(t, pool) == len(pods), nil
 	})
 	return f.claims(t, pool)[0]
 }

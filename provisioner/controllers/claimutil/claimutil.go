@@ -112,8 +112,27 @@ func IsTrue(claim *v1.NodeClaim, condition string) bool {
 }
 
 // Initialized reports whether a claim's Node has joined, is Ready and has
-// shed its startup taints: the point at which a replacement can take pods.
+// shed its startup and ephemeral taints: the point at which a replacement
+// can take pods.
 func Initialized(claim *v1.NodeClaim) bool { return IsTrue(claim, v1.ConditionInitialized) }
+
+// TaintCloudProviderUninitialized is the taint a kubelet with an external
+// cloud provider registers with, until the cloud controller clears it.
+const TaintCloudProviderUninitialized = "node.cloudprovider.kubernetes.io/uninitialized"
+
+// IsEphemeralTaint reports whether a taint is one Kubernetes itself puts on
+// a joining Node and takes off once it is Ready, as Karpenter's
+// KnownEphemeralTaints: the TaintNodesByCondition admission plugin adds
+// node.kubernetes.io/not-ready:NoSchedule to every new Node, and the node
+// lifecycle controller removes it only some time after the Node turns
+// Ready. A Node still carrying one cannot take pods yet.
+func IsEphemeralTaint(t corev1.Taint) bool {
+	switch t.Key {
+	case corev1.TaintNodeNotReady, corev1.TaintNodeUnreachable, TaintCloudProviderUninitialized:
+		return t.Effect == corev1.TaintEffectNoSchedule
+	}
+	return false
+}
 
 // SetCondition sets a condition on the claim (in memory) and reports
 // whether anything changed; lastTransitionTime moves only when the status

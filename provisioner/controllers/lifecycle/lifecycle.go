@@ -4,7 +4,8 @@
 // and capacity type EC2 chose), Registered (a Node with the claim's
 // providerID has joined: the claim's labels, taints and the termination
 // finalizer are put on it) and Initialized (the Node is Ready, its startup
-// taints, autonode.dev/agent-not-ready among them, are gone, and the
+// taints, autonode.dev/agent-not-ready among them, and the ephemeral taints
+// Kubernetes puts on joining Nodes are gone, and the
 // extended resources the claim asked for are allocatable). A claim whose
 // Node has not registered within RegistrationTTL is deleted, and so is one
 // for which no offering had capacity, so that the next scheduling round
@@ -314,6 +315,13 @@ func notInitialized(claim *v1.NodeClaim, node *corev1.Node) string {
 		if slices.ContainsFunc(node.Spec.Taints, func(t corev1.Taint) bool { return t.MatchTaint(&st) }) {
 			return fmt.Sprintf("node %s still has startup taint %s:%s", node.Name, st.Key, st.Effect)
 		}
+	}
+	// Ready comes before the node lifecycle controller lifts not-ready;
+	// Initialized before that would let a scheduling round see an
+	// initialized Node that turns its nominated pods away.
+	if i := slices.IndexFunc(node.Spec.Taints, claimutil.IsEphemeralTaint); i >= 0 {
+		t := node.Spec.Taints[i]
+		return fmt.Sprintf("node %s still has taint %s:%s", node.Name, t.Key, t.Effect)
 	}
 	for name, q := range claim.Spec.Resources.Requests {
 		if name == corev1.ResourceCPU || name == corev1.ResourceMemory || name == corev1.ResourcePods ||

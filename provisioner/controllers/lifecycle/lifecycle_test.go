@@ -41,6 +41,8 @@ func TestNotInitialized(t *testing.T) {
 		{"not ready", corev1.Node{Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionFalse}}, Allocatable: gpu}}, "not Ready"},
 		{"no ready condition", corev1.Node{Status: corev1.NodeStatus{Allocatable: gpu}}, "not Ready"},
 		{"startup taint", corev1.Node{Spec: corev1.NodeSpec{Taints: []corev1.Taint{startup}}, Status: corev1.NodeStatus{Conditions: ready, Allocatable: gpu}}, "startup taint"},
+		{"not-ready taint not yet lifted", corev1.Node{Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: corev1.TaintNodeNotReady, Effect: corev1.TaintEffectNoSchedule}}}, Status: corev1.NodeStatus{Conditions: ready, Allocatable: gpu}}, "node.kubernetes.io/not-ready:NoSchedule"},
+		{"cloud provider uninitialized", corev1.Node{Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: claimutil.TaintCloudProviderUninitialized, Value: "true", Effect: corev1.TaintEffectNoSchedule}}}, Status: corev1.NodeStatus{Conditions: ready, Allocatable: gpu}}, "uninitialized"},
 		{"gpu not advertised", corev1.Node{Status: corev1.NodeStatus{Conditions: ready}}, "nvidia.com/gpu"},
 		{"gpu advertised as zero", corev1.Node{Status: corev1.NodeStatus{Conditions: ready, Allocatable: corev1.ResourceList{"nvidia.com/gpu": resource.MustParse("0")}}}, "nvidia.com/gpu"},
 	} {

@@ -58,6 +58,7 @@ func (p *Provisioner) BuildInput(ctx context.Context, pods []*corev1.Pod) (*Clus
 	if in.Nodes, err = p.existingNodes(ctx, claims.Items, types, daemonSets); err != nil {
 		return nil, err
 	}
+	in.Pods = unbound(pods, in.Nodes)
 	if in.VolumeRequirements, err = p.volumeRequirements(ctx, pods); err != nil {
 		return nil, err
 	}
@@ -70,6 +71,24 @@ func (p *Provisioner) BuildInput(ctx context.Context, pods []*corev1.Pod) (*Clus
 		in.NamespaceLabels[ns.Name] = ns.Labels
 	}
 	return &Cluster{Input: in, NodePools: pools.api}, nil
+}
+
+// unbound leaves out the pods listed unbound that a node now counts among
+// its own. The pending pods were listed before the nodes' pods;
+// kube-scheduler may bind one in between (typically the moment a new Node
+// initializes), and a pod counted both on its node and as pending would be
+// planned a second node. Pods the caller passes bound stay.
+func unbound(pods []*corev1.Pod, nodes []scheduling.ExistingNode) []*corev1.Pod {
+	bound := map[types.UID]bool{}
+	for i := range nodes {
+		for _, pod := range nodes[i].Pods {
+			bound[pod.UID] = true
+		}
+	}
+	if len(bound) == 0 {
+		return pods
+	}
+	return slices.DeleteFunc(slices.Clone(pods), func(pod *corev1.Pod) bool { return pod.Spec.NodeName == "" && bound[pod.UID] })
 }
 
 // daemonSetPods returns every DaemonSet's pod template as a pod.
@@ -323,7 +342,7 @@ func (p *Provisioner) existingNodes(ctx context.Context, claims []v1.NodeClaim, 
 			// that go away by themselves.
 			en.Allocatable = maxResources(en.Allocatable, modelled(claim.Status.Allocatable))
 			en.Taints = slices.DeleteFunc(slices.Clone(n.Spec.Taints), func(t corev1.Taint) bool {
-				return t.Key == corev1.TaintNodeNotReady || t.Key == corev1.TaintNodeUnreachable ||
+				return claimutil.IsEphemeralTaint(t) ||
 					slices.ContainsFunc(claim.Spec.StartupTaints, func(s corev1.Taint) bool { return s.MatchTaint(&t) })
 			})
 		}
