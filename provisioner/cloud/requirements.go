@@ -1,40 +1,15 @@
 package cloud
 
 import (
-	"slices"
-	"strconv"
-
 	corev1 "k8s.io/api/core/v1"
 
 	v1 "github.com/autonode/autonode/provisioner/apis/v1"
+	"github.com/autonode/autonode/provisioner/scheduling"
 )
 
 // matches reports whether a label (value, present) satisfies a requirement.
 func matches(r v1.NodeSelectorRequirementWithMinValues, value string, present bool) bool {
-	switch r.Operator {
-	case corev1.NodeSelectorOpIn:
-		return present && slices.Contains(r.Values, value)
-	case corev1.NodeSelectorOpNotIn:
-		return !present || !slices.Contains(r.Values, value)
-	case corev1.NodeSelectorOpExists:
-		return present
-	case corev1.NodeSelectorOpDoesNotExist:
-		return !present
-	case corev1.NodeSelectorOpGt, corev1.NodeSelectorOpLt:
-		if !present || len(r.Values) != 1 {
-			return false
-		}
-		have, err1 := strconv.ParseInt(value, 10, 64)
-		want, err2 := strconv.ParseInt(r.Values[0], 10, 64)
-		if err1 != nil || err2 != nil {
-			return false
-		}
-		if r.Operator == corev1.NodeSelectorOpGt {
-			return have > want
-		}
-		return have < want
-	}
-	return false
+	return scheduling.LabelMatches(r.Operator, r.Values, value, present)
 }
 
 // allowed returns the values of key that reqs allow among candidates, in

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -81,7 +80,7 @@ func Drifted(n *Node, p *Pool, amis map[string]map[string]string) string {
 	}
 	for _, r := range p.Requirements {
 		v, ok := n.Labels[r.Key]
-		if ok && !requirementHolds(r, v) {
+		if ok && !scheduling.LabelMatches(r.Operator, r.Values, v, true) {
 			return fmt.Sprintf("label %s=%s no longer meets nodepool %s requirement %s %s %v", r.Key, v, p.Name, r.Key, r.Operator, r.Values)
 		}
 	}
@@ -89,35 +88,6 @@ func Drifted(n *Node, p *Pool, amis map[string]map[string]string) string {
 		return fmt.Sprintf("nodeclass %s resolves %s to %s, node runs %s", n.NodeClass, n.Arch, want, n.ImageID)
 	}
 	return ""
-}
-
-// requirementHolds evaluates a requirement against a present label value.
-// provisioner/scheduling has the same logic unexported.
-func requirementHolds(r scheduling.Requirement, v string) bool {
-	switch r.Operator {
-	case corev1.NodeSelectorOpIn:
-		return slices.Contains(r.Values, v)
-	case corev1.NodeSelectorOpNotIn:
-		return !slices.Contains(r.Values, v)
-	case corev1.NodeSelectorOpExists:
-		return true
-	case corev1.NodeSelectorOpDoesNotExist:
-		return false
-	case corev1.NodeSelectorOpGt, corev1.NodeSelectorOpLt:
-		if len(r.Values) != 1 {
-			return true // malformed; the API refuses it
-		}
-		have, err1 := strconv.ParseInt(v, 10, 64)
-		want, err2 := strconv.ParseInt(r.Values[0], 10, 64)
-		if err1 != nil || err2 != nil {
-			return false
-		}
-		if r.Operator == corev1.NodeSelectorOpGt {
-			return have > want
-		}
-		return have < want
-	}
-	return true
 }
 
 // StampTemplateHash records pool's template hash (and HashVersion) on a

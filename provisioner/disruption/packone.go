@@ -184,7 +184,7 @@ func newNodeLabels(p *scheduling.NodePool, t *scheduling.InstanceType, zone, ct 
 			}
 			continue
 		}
-		if !requirementHolds(q, v) {
+		if !scheduling.LabelMatches(q.Operator, q.Values, v, true) {
 			return nil, false
 		}
 	}

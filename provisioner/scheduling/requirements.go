@@ -41,33 +41,47 @@ func (r *Requirement) validate() error {
 	return nil
 }
 
-// matches evaluates the requirement against one label value (present
-// false: the label is absent).
-func (r *Requirement) matches(v string, present bool) bool {
-	switch r.Operator {
+// LabelMatches reports whether a label (value; present false: the label is
+// absent) meets operator op with values, as kube-scheduler evaluates node
+// selectors: NotIn and DoesNotExist hold on an absent label, In and Exists
+// do not; Gt and Lt need one base-10 integer on each side and hold on
+// nothing else (an absent or non-integer label, a malformed requirement).
+// It is the one copy of these rules; callers decide what an absent label
+// means for them before calling it.
+func LabelMatches(op corev1.NodeSelectorOperator, values []string, value string, present bool) bool {
+	switch op {
 	case corev1.NodeSelectorOpIn:
-		return present && slices.Contains(r.Values, v)
+		return present && slices.Contains(values, value)
 	case corev1.NodeSelectorOpNotIn:
-		return !present || !slices.Contains(r.Values, v)
+		return !present || !slices.Contains(values, value)
 	case corev1.NodeSelectorOpExists:
 		return present
 	case corev1.NodeSelectorOpDoesNotExist:
 		return !present
 	case corev1.NodeSelectorOpGt, corev1.NodeSelectorOpLt:
-		if !present {
+		if !present || len(values) != 1 {
 			return false
 		}
-		have, err := strconv.ParseInt(v, 10, 64)
+		have, err := strconv.ParseInt(value, 10, 64)
 		if err != nil {
 			return false
 		}
-		want, _ := strconv.ParseInt(r.Values[0], 10, 64)
-		if r.Operator == corev1.NodeSelectorOpGt {
+		want, err := strconv.ParseInt(values[0], 10, 64)
+		if err != nil {
+			return false
+		}
+		if op == corev1.NodeSelectorOpGt {
 			return have > want
 		}
 		return have < want
 	}
 	return false
+}
+
+// matches evaluates the requirement against one label value (present
+// false: the label is absent).
+func (r *Requirement) matches(v string, present bool) bool {
+	return LabelMatches(r.Operator, r.Values, v, present)
 }
 
 // matchesLabels evaluates every requirement against a fixed label set (an

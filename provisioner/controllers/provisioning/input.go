@@ -481,42 +481,11 @@ func termMatches(term corev1.NodeSelectorTerm, labels map[string]string) bool {
 		if !ok {
 			continue // unknown yet: assume it matches
 		}
-		r := v1.NodeSelectorRequirementWithMinValues{Key: e.Key, Operator: e.Operator, Values: e.Values}
-		if !labelMatches(r, v) {
+		if !scheduling.LabelMatches(e.Operator, e.Values, v, true) {
 			return false
 		}
 	}
 	return true
-}
-
-// labelMatches reports whether a present label value meets a requirement.
-func labelMatches(r v1.NodeSelectorRequirementWithMinValues, value string) bool {
-	switch r.Operator {
-	case corev1.NodeSelectorOpIn:
-		return slices.Contains(r.Values, value)
-	case corev1.NodeSelectorOpNotIn:
-		return !slices.Contains(r.Values, value)
-	case corev1.NodeSelectorOpExists:
-		return true
-	case corev1.NodeSelectorOpDoesNotExist:
-		return false
-	case corev1.NodeSelectorOpGt, corev1.NodeSelectorOpLt:
-		var have, want int64
-		if len(r.Values) != 1 {
-			return false
-		}
-		if _, err := fmt.Sscan(value, &have); err != nil {
-			return false
-		}
-		if _, err := fmt.Sscan(r.Values[0], &want); err != nil {
-			return false
-		}
-		if r.Operator == corev1.NodeSelectorOpGt {
-			return have > want
-		}
-		return have < want
-	}
-	return false
 }
 
 // volumeRequirements resolves, per pod, the node requirements its volumes
