@@ -95,3 +95,20 @@ func (r LogReporter) Report(ctx context.Context, s Signal) {
 		slog.String("severity", s.Severity.String()),
 		slog.String("message", s.Message))
 }
+
+// ReportCorruptState is what a monitor does with a corrupt state file (a
+// cursor) that it will replace: setAside moves the file out of the way for a
+// human to read, the problem is logged, and sig is reported with a message
+// that says where the file went. fresh says what the monitor does instead,
+// e.g. "reading the journal afresh".
+func ReportCorruptState(ctx context.Context, log *slog.Logger, r Reporter, sig Signal, path, what, fresh string, err error, setAside func(string) (string, error)) {
+	msg := fmt.Sprintf("%s %s is corrupt; %s", what, path, fresh)
+	if bad, serr := setAside(path); serr != nil {
+		log.Error("could not move the corrupt "+what+" aside", "err", serr)
+	} else {
+		msg += "; kept as " + bad
+	}
+	log.Error(msg, "err", err)
+	sig.Message = fmt.Sprintf("%s: %v", msg, err)
+	r.Report(ctx, sig)
+}

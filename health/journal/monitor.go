@@ -368,17 +368,9 @@ func (m *Monitor) loadCursor(ctx context.Context) {
 	c, ok, err := loadCursor(m.opts.CursorPath)
 	switch {
 	case errors.Is(err, errCursorCorrupt):
-		msg := fmt.Sprintf("journal cursor %s is corrupt; reading the journal afresh", m.opts.CursorPath)
-		if bad, qerr := quarantineCursor(m.opts.CursorPath); qerr != nil {
-			m.log.Error("could not move the corrupt cursor aside", "err", qerr)
-		} else {
-			msg += "; kept as " + bad
-		}
-		m.log.Error(msg, "err", err)
-		m.opts.Reporter.Report(ctx, health.Signal{
-			Source: SignalSource, Condition: health.ContainerRuntimeReady, Reason: ReasonJournalCursorCorrupted,
-			Severity: health.Info, Message: fmt.Sprintf("%s: %v", msg, err),
-		})
+		health.ReportCorruptState(ctx, m.log, m.opts.Reporter, health.Signal{
+			Source: SignalSource, Condition: health.ContainerRuntimeReady, Reason: ReasonJournalCursorCorrupted, Severity: health.Info,
+		}, m.opts.CursorPath, "journal cursor", "reading the journal afresh", err, quarantineCursor)
 	case err != nil:
 		m.log.Error("reading the journal cursor; reading the journal afresh", "err", err)
 	case ok:

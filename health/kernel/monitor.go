@@ -273,17 +273,9 @@ func (m *Monitor) loadCursor(ctx context.Context) {
 	c, ok, err := loadCursor(m.opts.CursorPath)
 	switch {
 	case errors.Is(err, errCursorCorrupt):
-		msg := fmt.Sprintf("kernel log cursor %s is corrupt; reading the kernel log from its start", m.opts.CursorPath)
-		if bad, qerr := quarantineCursor(m.opts.CursorPath); qerr != nil {
-			m.log.Error("could not move the corrupt cursor aside", "err", qerr)
-		} else {
-			msg += "; kept as " + bad
-		}
-		m.log.Error(msg, "err", err)
-		m.opts.Reporter.Report(ctx, health.Signal{
-			Source: SignalSource, Condition: health.KernelReady, Reason: ReasonCursorCorrupted,
-			Severity: health.Info, Message: fmt.Sprintf("%s: %v", msg, err),
-		})
+		health.ReportCorruptState(ctx, m.log, m.opts.Reporter, health.Signal{
+			Source: SignalSource, Condition: health.KernelReady, Reason: ReasonCursorCorrupted, Severity: health.Info,
+		}, m.opts.CursorPath, "kernel log cursor", "reading the kernel log from its start", err, quarantineCursor)
 	case err != nil:
 		m.log.Error("reading the kernel log cursor; reading the kernel log from its start", "err", err)
 	case !ok:

@@ -336,14 +336,7 @@ func (s *solver) prepare(c *class) {
 			continue
 		}
 		for _, reqs := range c.terms {
-			sh := shape{zones: p.base.zones, cts: p.base.cts, types: p.base.types.clone(), custom: p.base.custom}
-			ok := true
-			for i := range reqs {
-				if !s.apply(p, &sh, &reqs[i]) {
-					ok = false
-					break
-				}
-			}
+			sh, ok := s.narrow(p, reqs)
 			if !ok {
 				continue
 			}
@@ -405,14 +398,7 @@ func (s *solver) spreadDomains(c *class, honorTaints bool) uint64 {
 			continue
 		}
 		for _, reqs := range c.required {
-			sh := shape{zones: p.base.zones, cts: p.base.cts, types: p.base.types.clone(), custom: p.base.custom}
-			ok := true
-			for i := range reqs {
-				if !s.apply(p, &sh, &reqs[i]) {
-					ok = false
-					break
-				}
-			}
+			sh, ok := s.narrow(p, reqs)
 			if !ok {
 				continue
 			}
@@ -453,4 +439,16 @@ func (s *solver) existingMatches(c *class, n *node) bool {
 		}
 	}
 	return false
+}
+
+// narrow returns pool p's base shape narrowed by every requirement of one
+// term, and false when the term leaves the pool nothing to launch.
+func (s *solver) narrow(p *pool, reqs []Requirement) (shape, bool) {
+	sh := shape{zones: p.base.zones, cts: p.base.cts, types: p.base.types.clone(), custom: p.base.custom}
+	for i := range reqs {
+		if !s.apply(p, &sh, &reqs[i]) {
+			return sh, false
+		}
+	}
+	return sh, true
 }
